@@ -1,0 +1,47 @@
+"""Bad arguments get one clear line and exit status 2, before any training starts."""
+
+from pathlib import Path
+
+import pytest
+
+from training.cli import build_parser, config_from_args, main
+
+
+def error_of(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_unknown_family(capsys: pytest.CaptureFixture[str]) -> None:
+    err = error_of(["stylegan", "--out", "x"], capsys)
+    assert "invalid choice: 'stylegan'" in err and "dcgan" in err
+
+
+def test_image_size_not_a_power_of_two(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    err = error_of(["dcgan", "--out", str(tmp_path), "--image-size", "48", "--dry-run"], capsys)
+    assert "image_size: 48 is not a power of two" in err
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_missing_dataset_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    err = error_of(["cgan", "--out", str(tmp_path), "--dataset", str(tmp_path / "none")], capsys)
+    assert "neither 'mnist', 'fake' nor an existing folder" in err
+
+
+def test_rgb_mnist_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    err = error_of(["dcgan", "--out", str(tmp_path), "--channels", "3", "--max-steps", "1"], capsys)
+    assert "digits are grey" in err
+
+
+def test_missing_checkpoint_to_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert "no such checkpoint file" in error_of(["evaluate", str(tmp_path / "x.pt")], capsys)
+
+
+def test_flags_override_family_defaults_which_override_config_defaults() -> None:
+    args = build_parser().parse_args(["pix2pix", "--out", "x", "--ngf", "48"])
+    config = config_from_args("pix2pix", args)
+    assert config.ngf == 48  # flag
+    assert config.ndf == 32  # pix2pix default
+    assert config.lambda_l1 == 100.0 and config.lr == 2e-4 and config.beta1 == 0.5  # paper

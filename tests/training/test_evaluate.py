@@ -1,0 +1,58 @@
+"""The judge: the classifier, the Frechet distance, and the reports it feeds."""
+
+import numpy as np
+import torch
+
+from training import data
+from training.classifier import ClassifierResult
+from training.config import TrainConfig
+from training.evaluate import classify, evaluate_translation, frechet_distance
+
+
+def test_classifier_reaches_97_percent_on_held_out_digits(classifier: ClassifierResult) -> None:
+    assert classifier.held_out_accuracy >= 0.97
+
+
+def test_frechet_distance_basics() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(2000, 4))
+    assert abs(frechet_distance(a, a)) < 1e-6
+    shifted = frechet_distance(a, a + 3.0)
+    assert abs(shifted - 4 * 9.0) < 1e-6  # only the means differ: ||3 * 1||^2
+    # N(0, I) vs N(0, 4I) in 4-d: trace(I + 4I - 2 * 2I) = 4
+    assert (
+        abs(frechet_distance(rng.normal(size=(20000, 4)), 2 * rng.normal(size=(20000, 4))) - 4)
+        < 0.2
+    )
+
+
+def test_real_digits_rank_far_above_noise(classifier: ClassifierResult) -> None:
+    train, held = data.mnist(TrainConfig(family="dcgan"))
+    held_features, held_pred = classify(classifier.model, held.image)
+    train_features, _ = classify(classifier.model, train.image[:1000])
+    noise = torch.rand(1000, 1, 32, 32) * 2 - 1
+    noise_features, noise_pred = classify(classifier.model, noise)
+    real_fd = frechet_distance(train_features, held_features)
+    noise_fd = frechet_distance(noise_features, held_features)
+    assert noise_fd > 20 * real_fd
+    assert np.bincount(held_pred, minlength=10).min() >= 90  # real digits cover every class
+    assert np.bincount(noise_pred, minlength=10).max() > 300  # noise collapses onto few labels
+
+
+def test_translation_scores_the_identity_far_above_a_blank() -> None:
+    _, held = data.mnist(TrainConfig(family="pix2pix"))
+    perfect = data.Split(held.image, held.label, source=held.image)
+
+    class Blank(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.full_like(x, -1.0) + self.w
+
+    identity = torch.nn.Conv2d(1, 1, 1, bias=False)
+    torch.nn.init.ones_(identity.weight)
+    good, bad = evaluate_translation(identity, perfect), evaluate_translation(Blank(), held)
+    assert good["l1"] < 1e-6 and good["psnr_db"] > 90 and good["passes"]["psnr"]
+    assert bad["psnr_db"] < 15 and not bad["passes"]["psnr"]

@@ -1,0 +1,108 @@
+"""Output shapes and parameter counts of every family's networks."""
+
+import pytest
+import torch
+
+from training.cgan import ConditionalDiscriminator, ConditionalGenerator
+from training.config import TrainConfig
+from training.dcgan import Discriminator, Generator
+from training.families import build_gan, build_generator
+from training.pix2pix import NLayerDiscriminator, UnetGenerator
+
+
+def n_params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def conv(cin: int, cout: int, bias: bool = False) -> int:
+    """Parameters of a 4x4 (transposed) convolution."""
+    return cin * cout * 16 + (cout if bias else 0)
+
+
+def bn(c: int) -> int:
+    return 2 * c
+
+
+def test_dcgan_shapes_and_parameters() -> None:
+    netG, netD = Generator(nz=100, ngf=64, nc=1, image_size=32), Discriminator(1, 64, 32)
+    image = netG(torch.randn(5, 100))
+    assert image.shape == (5, 1, 32, 32)
+    assert image.min() >= -1 and image.max() <= 1
+    assert netD(image).shape == (5,)
+    # 100 → 256 @4x4 → 128 @8 → 64 @16 → 1 @32
+    assert n_params(netG) == conv(100, 256) + bn(256) + conv(256, 128) + bn(128) + conv(
+        128, 64
+    ) + bn(64) + conv(64, 1)
+    assert n_params(netG) == 1_066_880
+    assert n_params(netD) == conv(1, 64) + conv(64, 128) + bn(128) + conv(128, 256) + bn(
+        256
+    ) + conv(256, 1)
+
+
+def test_dcgan_64x64_rgb_is_the_standard_generator() -> None:
+    netG = Generator(nz=100, ngf=64, nc=3, image_size=64)
+    assert netG(torch.randn(2, 100)).shape == (2, 3, 64, 64)
+    assert n_params(netG) == 3_576_704  # pytorch/examples dcgan netG
+    assert Discriminator(3, 64, 64)(torch.randn(2, 3, 64, 64)).shape == (2,)
+
+
+def test_cgan_shapes_and_parameters() -> None:
+    netG = ConditionalGenerator(nz=100, num_classes=10, ngf=64, nc=1, image_size=32)
+    netD = ConditionalDiscriminator(num_classes=10, nc=1, ndf=64, image_size=32)
+    label = torch.tensor([0, 3, 9])
+    image = netG(torch.randn(3, 100), label)
+    assert image.shape == (3, 1, 32, 32)
+    assert netD(image, label).shape == (3,)
+    assert n_params(netG) == 10 * 50 + conv(150, 256) + bn(256) + conv(256, 128) + bn(128) + conv(
+        128, 64
+    ) + bn(64) + conv(64, 1)
+    assert n_params(netD) == 10 * 32 * 32 + conv(2, 64) + conv(64, 128) + bn(128) + conv(
+        128, 256
+    ) + bn(256) + conv(256, 1)
+
+
+def test_cgan_label_changes_the_image() -> None:
+    netG = ConditionalGenerator(nz=8, num_classes=10, ngf=8, nc=1, image_size=16).eval()
+    z = torch.randn(1, 8).repeat(2, 1)
+    a, b = netG(z, torch.tensor([1, 7]))
+    assert not torch.equal(a, b)
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_unet_keeps_the_size_at_any_multiple(size: int) -> None:
+    netG = UnetGenerator(1, 1, num_downs=5, ngf=32)
+    assert netG(torch.randn(2, 1, size, size)).shape == (2, 1, size, size)
+    assert netG(torch.randn(2, 1, size, 2 * size)).shape == (2, 1, size, 2 * size)
+
+
+def test_pix2pix_parameters() -> None:
+    netG = UnetGenerator(1, 1, num_downs=5, ngf=32)  # widths 32, 64, 128, 256, 256
+    innermost = conv(256, 256) + conv(256, 256) + bn(256)
+    level3 = conv(128, 256) + bn(256) + conv(512, 128) + bn(128)
+    level2 = conv(64, 128) + bn(128) + conv(256, 64) + bn(64)
+    level1 = conv(32, 64) + bn(64) + conv(128, 32) + bn(32)
+    outermost = conv(1, 32) + conv(64, 1, bias=True)
+    assert n_params(netG) == innermost + level3 + level2 + level1 + outermost
+    netD = NLayerDiscriminator(2, ndf=32, n_layers=3)
+    assert n_params(netD) == conv(2, 32, True) + conv(32, 64) + bn(64) + conv(64, 128) + bn(
+        128
+    ) + conv(128, 256) + bn(256) + conv(256, 1, True)
+    # 32x32 input: 16, 8, 4, then two stride-1 convs → 2x2 patches
+    assert netD(torch.randn(3, 2, 32, 32)).shape == (3, 1, 2, 2)
+
+
+def test_unet_uses_dropout_only_in_deep_levels() -> None:
+    deep = UnetGenerator(3, 3, num_downs=8, ngf=8)  # the paper's 256x256 generator
+    shallow = UnetGenerator(1, 1, num_downs=5, ngf=8)
+    dropouts = [m for m in deep.modules() if isinstance(m, torch.nn.Dropout)]
+    assert len(dropouts) == 3  # as in the paper: the three 8ngf levels below the top four
+    assert not [m for m in shallow.modules() if isinstance(m, torch.nn.Dropout)]
+
+
+@pytest.mark.parametrize("family", ["dcgan", "cgan", "pix2pix"])
+def test_weights_follow_the_papers_init(family: str) -> None:
+    gan = build_gan(TrainConfig(family=family, ngf=16, ndf=16), torch.device("cpu"))
+    convs = [m for m in gan.netG.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+    weights = torch.cat([m.weight.flatten() for m in convs])
+    assert abs(weights.std().item() - 0.02) < 0.002
+    assert isinstance(build_generator(gan.config), type(gan.netG))

@@ -1,0 +1,158 @@
+"""Evaluation of a generator, part of every training run and a command of its own.
+
+Digit generators (dcgan, cgan on MNIST) are judged by the project's classifier: class accuracy
+of conditional samples, label coverage of unconditional ones, and a Frechet distance between
+classifier features of generated and held-out real digits, reported next to the same distance
+between two real sets (train vs held-out) of the same size. Translation (pix2pix) is judged by
+L1 and PSNR against the held-out targets.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from training.classifier import DigitClassifier, to_classifier_input
+from training.config import TrainConfig
+from training.data import Split
+
+# The bar each shipped generator must clear (issue #2); `passes` in a report says whether it did.
+MIN_CLASS_ACCURACY = 0.90
+MIN_CLASS_SHARE = 0.04
+MAX_FRECHET_RATIO = 5.0
+MIN_PSNR_DB = 20.0
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)) between two feature sets [N, D].
+
+    The trace of the matrix square root is taken from the eigenvalues of the symmetric
+    S_a^(1/2) S_b S_a^(1/2), which share them with S_a S_b: stable, and no scipy needed.
+    """
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    w, v = np.linalg.eigh(cov_a)
+    sqrt_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    tr_sqrt = np.sqrt(np.clip(np.linalg.eigvalsh(sqrt_a @ cov_b @ sqrt_a), 0, None)).sum()
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * tr_sqrt)
+
+
+@torch.no_grad()
+def classify(
+    classifier: DigitClassifier, images: torch.Tensor, batch: int = 500
+) -> tuple[np.ndarray, np.ndarray]:
+    """(features [N, 128], predicted labels [N]) of images in [-1, 1]."""
+    classifier.eval()
+    feats, preds = [], []
+    for i in range(0, len(images), batch):
+        f = classifier.embed(to_classifier_input(images[i : i + batch].float()))
+        feats.append(f)
+        preds.append(classifier.head(f).argmax(1))
+    return torch.cat(feats).numpy(), torch.cat(preds).numpy()
+
+
+@torch.no_grad()
+def generate(
+    netG: nn.Module, config: TrainConfig, n: int, seed: int, batch: int = 250
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """n samples from a dcgan or cgan netG in eval mode; cgan gets n/num_classes of each class."""
+    netG.eval()
+    device = next(netG.parameters()).device
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, config.nz, generator=g)
+    labels = torch.arange(n) % config.num_classes if config.family == "cgan" else None
+    out = []
+    for i in range(0, n, batch):
+        args = [z[i : i + batch].to(device)]
+        if labels is not None:
+            args.append(labels[i : i + batch].to(device))
+        out.append(netG(*args).cpu())
+    return torch.cat(out), labels
+
+
+def real_baseline(
+    classifier: DigitClassifier, train: Split, held: Split, seed: int = 0
+) -> tuple[np.ndarray, float]:
+    """(held-out features, Frechet distance of as many train digits to the held-out ones)."""
+    held_features, _ = classify(classifier, held.image)
+    pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[: len(held)]
+    train_features, _ = classify(classifier, train.image[pick])
+    return held_features, frechet_distance(train_features, held_features)
+
+
+def evaluate_digits(
+    netG: nn.Module,
+    config: TrainConfig,
+    classifier: DigitClassifier,
+    train: Split,
+    held: Split,
+    *,
+    n: int = 1000,
+    seed: int = 1,
+) -> dict[str, Any]:
+    """Class accuracy (cgan) or label coverage (dcgan), and the Frechet distance ratio."""
+    held_features, fd_real = real_baseline(classifier, train, held)
+    images, labels = generate(netG, config, n, seed)
+    features, predicted = classify(classifier, images)
+    fd = frechet_distance(features, held_features)
+    share = np.bincount(predicted, minlength=10) / n
+    report: dict[str, Any] = {
+        "samples": n,
+        "frechet_distance": round(fd, 4),
+        "frechet_distance_real_vs_real": round(fd_real, 4),
+        "frechet_ratio": round(fd / fd_real, 3),
+        "class_share": [round(float(s), 4) for s in share],
+        "classes_covered": int((share > 0).sum()),
+        "min_class_share": round(float(share.min()), 4),
+    }
+    passes = {"frechet_ratio": fd / fd_real <= MAX_FRECHET_RATIO}
+    if labels is not None:
+        report["class_accuracy"] = round(float((predicted == labels.numpy()).mean()), 4)
+        passes["class_accuracy"] = report["class_accuracy"] >= MIN_CLASS_ACCURACY
+    else:
+        passes["coverage"] = bool(share.min() >= MIN_CLASS_SHARE)
+    report["passes"] = passes
+    return report
+
+
+@torch.no_grad()
+def evaluate_translation(netG: nn.Module, held: Split, batch: int = 250) -> dict[str, Any]:
+    """Mean L1 and PSNR (per image, pixels in [0, 1]) of netG(source) against the targets."""
+    assert held.source is not None
+    netG.eval()
+    device = next(netG.parameters()).device
+    l1, psnr = [], []
+    for i in range(0, len(held), batch):
+        fake = (netG(held.source[i : i + batch].to(device)).cpu() + 1) / 2
+        real = (held.image[i : i + batch] + 1) / 2
+        l1.append((fake - real).abs().flatten(1).mean(1))
+        mse = (fake - real).pow(2).flatten(1).mean(1).clamp_min(1e-10)
+        psnr.append(10 * torch.log10(1.0 / mse))
+    mean_psnr = torch.cat(psnr).mean().item()
+    return {
+        "pairs": len(held),
+        "l1": round(torch.cat(l1).mean().item(), 5),
+        "psnr_db": round(mean_psnr, 3),
+        "passes": {"psnr": mean_psnr >= MIN_PSNR_DB},
+    }
+
+
+def evaluate(
+    netG: nn.Module,
+    config: TrainConfig,
+    train: Split,
+    held: Split,
+    classifier: DigitClassifier | None,
+    *,
+    n: int = 1000,
+) -> dict[str, Any]:
+    """The report that fits the family and dataset (see the module docstring)."""
+    if config.family == "pix2pix":
+        return evaluate_translation(netG, held)
+    if classifier is None or config.dataset != "mnist":
+        return {"note": "digit metrics need the mnist dataset and the project's classifier"}
+    return evaluate_digits(netG, config, classifier, train, held, n=n)

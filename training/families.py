@@ -1,0 +1,32 @@
+"""The one table from a family's name to its training step and its generator."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from training.cgan import CGAN
+from training.cgan import build_generator as build_cgan_generator
+from training.config import TrainConfig
+from training.dcgan import DCGAN
+from training.dcgan import build_generator as build_dcgan_generator
+from training.gan import GAN
+from training.pix2pix import Pix2Pix
+from training.pix2pix import build_generator as build_pix2pix_generator
+
+_GANS: dict[str, type[GAN]] = {"dcgan": DCGAN, "cgan": CGAN, "pix2pix": Pix2Pix}
+_GENERATORS = {
+    "dcgan": build_dcgan_generator,
+    "cgan": build_cgan_generator,
+    "pix2pix": build_pix2pix_generator,
+}
+
+
+def build_gan(config: TrainConfig, device: torch.device) -> GAN:
+    """Both networks and their optimisers for `config.family`, freshly initialised."""
+    return _GANS[config.family](config, device)
+
+
+def build_generator(config: TrainConfig) -> nn.Module:
+    """netG alone (random weights) for `config.family`: what a checkpoint's weights load into."""
+    return _GENERATORS[config.family](config)
