@@ -16,9 +16,9 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[train,dev]'
 	touch $@
 
-## demo: set up, then train a DCGAN on MNIST for three epochs and evaluate it (~3 min on 2 cores)
+## demo: set up, then train a DCGAN on MNIST for ten epochs and evaluate it (~3 min on 2 cores)
 demo: $(VENV)/.installed
-	$(BIN)/python -m training dcgan --out runs/demo --epochs 3
+	$(BIN)/python -m training dcgan --out runs/demo --epochs 10
 	@echo "samples: runs/demo/samples/  report: runs/demo/report.json"
 
 ## test: set up, lint, then run the whole test suite

@@ -1,7 +1,7 @@
 """Conditional GAN (Mirza & Osindero 2014, arXiv:1411.1784) on DCGAN's convolutional bodies.
 
 The class label is fed to both networks through learned embeddings: G sees [z, embed(y)] as
-its latent; D sees the image with one extra channel, an H x W plane embedded from y.
+its latent; D sees the image with num_classes extra channels, constant planes embedded from y.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from torch import nn
 
 from training.config import TrainConfig
 from training.data import Split
-from training.dcgan import discriminator_body, generator_body
-from training.gan import GAN, StepStats, evaluating
+from training.dcgan import DCGAN, discriminator_body, generator_body
+from training.gan import evaluating
 
 EMBED_DIM = 50  # size of G's label embedding, concatenated to z
 
@@ -32,17 +32,22 @@ class ConditionalGenerator(nn.Module):
 
 
 class ConditionalDiscriminator(nn.Module):
-    """netD: (image [N, nc, H, W], label [N]) → real/fake logit [N]."""
+    """netD: (image [N, nc, H, W], label [N]) → real/fake logit [N].
+
+    The label's embedding is broadcast to constant H x W planes beside the image channels:
+    a learned per-class bias of D's first layer. (A plane of per-pixel embedded values, tried
+    first, let G collapse to one image per class.)
+    """
 
     def __init__(self, num_classes: int, nc: int, ndf: int, image_size: int) -> None:
         super().__init__()
-        self.image_size = image_size
-        self.label_embedding = nn.Embedding(num_classes, image_size * image_size)
-        self.main = discriminator_body(nc + 1, ndf, image_size)
+        self.label_embedding = nn.Embedding(num_classes, num_classes)
+        self.main = discriminator_body(nc + num_classes, ndf, image_size, spectral=True)
 
     def forward(self, image: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        plane = self.label_embedding(label).view(-1, 1, self.image_size, self.image_size)
-        return self.main(torch.cat([image, plane], dim=1)).view(-1)  # (N,)
+        n, _, h, w = image.shape
+        planes = self.label_embedding(label)[:, :, None, None].expand(n, -1, h, w)
+        return self.main(torch.cat([image, planes], dim=1)).view(-1)  # (N,)
 
 
 def build_generator(config: TrainConfig) -> ConditionalGenerator:
@@ -51,52 +56,38 @@ def build_generator(config: TrainConfig) -> ConditionalGenerator:
     return ConditionalGenerator(c.nz, c.num_classes, c.ngf, c.channels, c.image_size)
 
 
-class CGAN(GAN):
-    """The conditional step: D judges (image, label) pairs; G is trained on random labels."""
+class CGAN(DCGAN):
+    """DCGAN's step with labels: D judges (image, label) pairs; G is trained on random labels.
+
+    Its objective: maximize log(D(x|y)) + log(1 - D(G(z|y')|y')) for D, log(D(G(z|y')|y')) for G.
+    """
 
     def build(self) -> tuple[nn.Module, nn.Module]:
         c = self.config
-        return build_generator(c), ConditionalDiscriminator(
-            c.num_classes, c.channels, c.ndf, c.image_size
-        )
+        netD = ConditionalDiscriminator(c.num_classes, c.channels, c.ndf, c.image_size)
+        return build_generator(c), netD
 
-    def train_step(self, batch: dict[str, torch.Tensor]) -> StepStats:
-        real = batch["image"].to(self.device)
+    def conditions(self, batch: dict[str, torch.Tensor]) -> tuple[tuple, tuple]:
         label = batch["label"].to(self.device)
-        n = real.shape[0]
-        z = torch.randn(n, self.config.nz, device=self.device)
-        fake_label = torch.randint(0, self.config.num_classes, (n,), device=self.device)
-        fake = self.netG(z, fake_label)
+        # Fakes come in two halves with the same labels, for the mode-seeking term.
+        half = torch.randint(0, self.config.num_classes, ((len(label) + 1) // 2,))
+        fake_label = half.repeat(2)[: len(label)].to(self.device)
+        return (label,), (fake_label,)
 
-        # (1) Update D network: maximize log(D(x|y)) + log(1 - D(G(z|y')|y'))
-        self.optimizerD.zero_grad(set_to_none=True)
-        output_real = self.netD(real, label)
-        errD_real = self.criterion(output_real, True)
-        errD_real.backward()
-        output_fake = self.netD(fake.detach(), fake_label)
-        errD_fake = self.criterion(output_fake, False)
-        errD_fake.backward()
-        self.optimizerD.step()
-
-        # (2) Update G network: maximize log(D(G(z|y')|y'))
-        self.optimizerG.zero_grad(set_to_none=True)
-        output = self.netD(fake, fake_label)
-        errG = self.criterion(output, True)
-        errG.backward()
-        self.optimizerG.step()
-
-        return StepStats(
-            loss_D=(errD_real + errD_fake).item(),
-            loss_G=errG.item(),
-            D_x=self.criterion.probability(output_real),
-            D_G_z1=self.criterion.probability(output_fake),
-            D_G_z2=self.criterion.probability(output),
-        )
+    def generator_regulariser(self, fake: torch.Tensor, z: torch.Tensor) -> torch.Tensor | None:
+        """Mode seeking (Mao et al. 2019, arXiv:1903.05628): two latents with one label must give
+        two different images. Without it G learned to ignore z: one image per class."""
+        if self.config.mode_seeking == 0:
+            return None
+        n = fake.shape[0] // 2
+        image_distance = (fake[:n] - fake[n : 2 * n]).abs().mean()
+        latent_distance = (z[:n] - z[n : 2 * n]).abs().mean()
+        return self.config.mode_seeking / (image_distance / latent_distance + 1e-5)
 
     def fixed_inputs(self, n: int, held: Split) -> dict[str, torch.Tensor]:
-        # One row per class in the grid: labels 0,0,...,1,1,...
+        # One grid row per class: labels 0 x 8, 1 x 8, ...
         g = torch.Generator().manual_seed(self.config.seed)
-        per_class = max(1, n // self.config.num_classes)
+        per_class = 8  # the grid is 8 wide
         label = torch.arange(self.config.num_classes).repeat_interleave(per_class)
         z = torch.randn(len(label), self.config.nz, generator=g)
         return {"z": z.to(self.device), "label": label.to(self.device)}

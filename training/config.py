@@ -37,11 +37,13 @@ class TrainConfig:
     n_layers_d: int = 3  # pix2pix PatchGAN depth
     loss: str = "vanilla"  # vanilla = non-saturating BCE; lsgan = least squares
     lambda_l1: float = 100.0  # pix2pix
+    mode_seeking: float = 1.0  # cgan: weight of the mode-seeking term in G's loss (0 = off)
     lr: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
     batch_size: int = 64
     epochs: int = 25
+    decay_fraction: float = 0.0  # decay both learning rates linearly to 0 over this last part
     max_steps: int = 0  # stop after this many optimiser steps (0 = run all epochs)
     seed: int = 0
     holdout_per_class: int = 100  # MNIST digits per class kept out of training for evaluation
@@ -71,6 +73,10 @@ class TrainConfig:
         for name in ("nz", "ngf", "ndf", "num_classes", "batch_size", "epochs", "n_layers_d"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.decay_fraction <= 1:
+            raise ConfigError(f"decay_fraction: {self.decay_fraction} must be between 0 and 1")
+        if self.mode_seeking < 0:
+            raise ConfigError(f"mode_seeking: must be 0 (off) or positive, got {self.mode_seeking}")
         if self.max_steps < 0:
             raise ConfigError(f"max_steps: must be 0 (no limit) or positive, got {self.max_steps}")
         if not (0 < self.lr < 1 and 0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):

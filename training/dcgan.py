@@ -10,6 +10,7 @@ import math
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from training.config import TrainConfig
 from training.data import Split
@@ -19,7 +20,10 @@ from training.gan import GAN, StepStats, evaluating
 def weights_init(module: nn.Module) -> None:
     """The paper's initialisation: conv weights N(0, 0.02), BatchNorm weights N(1, 0.02), bias 0."""
     if isinstance(module, nn.Conv2d | nn.ConvTranspose2d | nn.Linear):
-        nn.init.normal_(module.weight, 0.0, 0.02)
+        # A spectrally normalised weight is computed from `original`: initialise that.
+        weight = (module.parametrizations.weight.original
+                  if parametrize.is_parametrized(module, "weight") else module.weight)  # fmt: skip
+        nn.init.normal_(weight, 0.0, 0.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
     elif isinstance(module, nn.BatchNorm2d):
@@ -50,20 +54,33 @@ def generator_body(nin: int, ngf: int, nc: int, image_size: int) -> nn.Sequentia
     return nn.Sequential(*layers)
 
 
-def discriminator_body(nc: int, ndf: int, image_size: int) -> nn.Sequential:
-    """[N, nc, image_size, image_size] → logits [N, 1, 1, 1]."""
+def discriminator_body(
+    nc: int, ndf: int, image_size: int, *, spectral: bool = False
+) -> nn.Sequential:
+    """[N, nc, image_size, image_size] → logits [N, 1, 1, 1].
+
+    `spectral` swaps BatchNorm for spectral normalisation of every conv (Miyato et al. 2018):
+    a conditional D must judge each (image, label) pair on its own, and BatchNorm lets it
+    tell real batches from fake ones by their statistics instead.
+    """
+
+    def conv(cin: int, cout: int, *args: int) -> nn.Module:
+        layer = nn.Conv2d(cin, cout, *args, bias=spectral)
+        return nn.utils.parametrizations.spectral_norm(layer) if spectral else layer
+
+    def norm(c: int) -> list[nn.Module]:
+        return [] if spectral else [nn.BatchNorm2d(c)]
+
     n_down = int(math.log2(image_size)) - 2  # image_size → 4x4
-    layers: list[nn.Module] = [nn.Conv2d(nc, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True)]
+    layers: list[nn.Module] = [conv(nc, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)]
     # state size. ndf x image_size/2 x image_size/2
     mult = 1
     for _ in range(n_down - 1):
-        layers += [
-            nn.Conv2d(ndf * mult, ndf * mult * 2, 4, 2, 1, bias=False),
-            nn.BatchNorm2d(ndf * mult * 2),
-            nn.LeakyReLU(0.2, True),
-        ]  # state size. (ndf*2mult) x s/2 x s/2
+        layers += [conv(ndf * mult, ndf * mult * 2, 4, 2, 1), *norm(ndf * mult * 2),
+                   nn.LeakyReLU(0.2, True)]  # fmt: skip
+        # state size. (ndf*2mult) x s/2 x s/2
         mult *= 2
-    layers.append(nn.Conv2d(ndf * mult, 1, 4, 1, 0, bias=False))  # state size. 1 x 1 x 1
+    layers.append(conv(ndf * mult, 1, 4, 1, 0))  # state size. 1 x 1 x 1
     return nn.Sequential(*layers)
 
 
@@ -96,7 +113,10 @@ def build_generator(config: TrainConfig) -> Generator:
 
 
 class DCGAN(GAN):
-    """The DCGAN training step: one D update, then one G update, per batch."""
+    """The DCGAN training step: one D update, then one G update, per batch.
+
+    Conditional families override `conditions` to feed labels to both networks.
+    """
 
     def build(self) -> tuple[nn.Module, nn.Module]:
         c = self.config
@@ -105,26 +125,36 @@ class DCGAN(GAN):
     def latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         return torch.randn(n, self.config.nz, generator=generator).to(self.device)
 
+    def conditions(self, batch: dict[str, torch.Tensor]) -> tuple[tuple, tuple]:
+        """Extra inputs of (netD on real images, netG and netD on fakes); none for DCGAN."""
+        return (), ()
+
+    def generator_regulariser(self, fake: torch.Tensor, z: torch.Tensor) -> torch.Tensor | None:
+        """An extra term of G's loss, or None; DCGAN has none."""
+        return None
+
     def train_step(self, batch: dict[str, torch.Tensor]) -> StepStats:
         real = batch["image"].to(self.device)
-        n = real.shape[0]
-        fake = self.netG(self.latent(n))
+        z = self.latent(real.shape[0])
+        real_cond, fake_cond = self.conditions(batch)
+        fake = self.netG(z, *fake_cond)
 
         # (1) Update D network: maximize log(D(x)) + log(1 - D(G(z)))
         self.optimizerD.zero_grad(set_to_none=True)
-        output_real = self.netD(real)
+        output_real = self.netD(real, *real_cond)
         errD_real = self.criterion(output_real, True)
         errD_real.backward()
-        output_fake = self.netD(fake.detach())
+        output_fake = self.netD(fake.detach(), *fake_cond)
         errD_fake = self.criterion(output_fake, False)
         errD_fake.backward()
         self.optimizerD.step()
 
         # (2) Update G network: maximize log(D(G(z))) (the non-saturating loss)
         self.optimizerG.zero_grad(set_to_none=True)
-        output = self.netD(fake)
+        output = self.netD(fake, *fake_cond)
         errG = self.criterion(output, True)
-        errG.backward()
+        regulariser = self.generator_regulariser(fake, z)
+        (errG if regulariser is None else errG + regulariser).backward()
         self.optimizerG.step()
 
         return StepStats(

@@ -125,6 +125,12 @@ class GAN(abc.ABC):
         """The images a sample grid shows for `fixed_inputs` (pix2pix adds source and target)."""
         return self.sample(inputs)
 
+    def scale_learning_rate(self, factor: float) -> None:
+        """Set both optimisers' learning rate to `factor` x the configured one."""
+        for optimizer in (self.optimizerG, self.optimizerD):
+            for group in optimizer.param_groups:
+                group["lr"] = self.config.lr * factor
+
     def state_dict(self) -> dict[str, object]:
         """Weights and optimiser state for a checkpoint."""
         return {

@@ -151,8 +151,14 @@ class Pix2Pix(GAN):
         )
 
     def fixed_inputs(self, n: int, held: Split) -> dict[str, torch.Tensor]:
+        # Half as many pairs as a generator grid shows (each takes three cells), spread over
+        # the held-out split so that every class appears.
         assert held.source is not None
-        return {"image": held.source[:n].to(self.device), "target": held.image[:n].to(self.device)}
+        pick = torch.linspace(0, len(held) - 1, min(n // 2, len(held))).long()
+        return {
+            "image": held.source[pick].to(self.device),
+            "target": held.image[pick].to(self.device),
+        }
 
     @torch.no_grad()
     def sample(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -100,6 +100,7 @@ def train(
     gan = build_gan(config, dev)
     if state is not None:
         gan.load_state_dict(state)
+        torch.set_rng_state(state["rng_state"])  # an epoch-end resume matches a straight run
     if world_size > 1:
         gan.wrap_ddp()
     fixed = gan.fixed_inputs(GRID_SAMPLES, held_split)
@@ -116,6 +117,7 @@ def train(
             f"{config.batch_size} on each of {world_size} processes"
         )
     total = per_epoch * config.epochs
+    decay_start = round(per_epoch * config.epochs * (1 - config.decay_fraction))
     if config.max_steps:
         total = min(total, config.max_steps)
     bar = tqdm(
@@ -132,7 +134,7 @@ def train(
         return {
             "family": config.family, "config": config.to_dict(), "step": step, "epoch": epoch,
             "class_names": list(train_split.class_names), "torch_version": str(torch.__version__),
-            **gan.state_dict(), **extra,
+            "rng_state": torch.get_rng_state(), **gan.state_dict(), **extra,
         }  # fmt: skip
 
     epoch = start_epoch
@@ -143,6 +145,8 @@ def train(
             for batch in train_split.batches(
                 config.batch_size, epoch=epoch, seed=config.seed, rank=rank, world_size=world_size
             ):
+                if step >= decay_start:  # linear decay to 0, as pix2pix does
+                    gan.scale_learning_rate(1 - (step - decay_start) / (total - decay_start + 1))
                 stats = gan.train_step(batch)
                 step += 1
                 batches_done += 1

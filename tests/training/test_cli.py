@@ -45,3 +45,8 @@ def test_flags_override_family_defaults_which_override_config_defaults() -> None
     assert config.ngf == 48  # flag
     assert config.ndf == 32  # pix2pix default
     assert config.lambda_l1 == 100.0 and config.lr == 2e-4 and config.beta1 == 0.5  # paper
+
+
+def test_decay_longer_than_training(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    err = error_of(["dcgan", "--out", str(tmp_path), "--decay-fraction", "1.5"], capsys)
+    assert "decay_fraction: 1.5 must be between 0 and 1" in err

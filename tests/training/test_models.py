@@ -56,9 +56,11 @@ def test_cgan_shapes_and_parameters() -> None:
     assert n_params(netG) == 10 * 50 + conv(150, 256) + bn(256) + conv(256, 128) + bn(128) + conv(
         128, 64
     ) + bn(64) + conv(64, 1)
-    assert n_params(netD) == 10 * 32 * 32 + conv(2, 64) + conv(64, 128) + bn(128) + conv(
-        128, 256
-    ) + bn(256) + conv(256, 1)
+    # label embedding 10 x 10 broadcast to 10 planes beside the image; spectral norm, no BN
+    assert n_params(netD) == 10 * 10 + conv(11, 64, True) + conv(64, 128, True) + conv(
+        128, 256, True
+    ) + conv(256, 1, True)
+    assert not [m for m in netD.modules() if isinstance(m, torch.nn.BatchNorm2d)]
 
 
 def test_cgan_label_changes_the_image() -> None:
@@ -106,3 +108,24 @@ def test_weights_follow_the_papers_init(family: str) -> None:
     weights = torch.cat([m.weight.flatten() for m in convs])
     assert abs(weights.std().item() - 0.02) < 0.002
     assert isinstance(build_generator(gan.config), type(gan.netG))
+    d_convs = [m for m in gan.netD.modules() if isinstance(m, torch.nn.Conv2d)]
+    d_weights = torch.cat([m.weight.flatten() for m in d_convs])
+    if family == "cgan":  # spectral norm divides each weight by its largest singular value
+        assert abs(d_weights.std().item() - 0.02) > 0.005
+        originals = [m.parametrizations.weight.original.flatten() for m in d_convs]
+        assert abs(torch.cat(originals).std().item() - 0.02) < 0.002
+    else:
+        assert abs(d_weights.std().item() - 0.02) < 0.002
+
+
+def test_cgan_mode_seeking_punishes_a_generator_that_ignores_z() -> None:
+    gan = build_gan(TrainConfig(family="cgan", ngf=8, ndf=8), torch.device("cpu"))
+    batch = {"image": torch.zeros(6, 1, 32, 32), "label": torch.arange(6)}
+    _, (fake_label,) = gan.conditions(batch)
+    assert torch.equal(fake_label[:3], fake_label[3:])  # two halves, one label each pair
+    z = torch.randn(6, 100)
+    collapsed = torch.ones(6, 1, 32, 32)
+    diverse = torch.rand(6, 1, 32, 32)
+    assert gan.generator_regulariser(collapsed, z) > 1000 * gan.generator_regulariser(diverse, z)
+    off = build_gan(TrainConfig(family="cgan", ngf=8, ndf=8, mode_seeking=0), torch.device("cpu"))
+    assert off.generator_regulariser(diverse, z) is None

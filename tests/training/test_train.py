@@ -116,3 +116,46 @@ def test_missing_or_foreign_checkpoint_gives_a_clear_error(tmp_path: Path) -> No
     torch.save({"weights": 1}, tmp_path / "foreign.pt")
     with pytest.raises(checkpoint.CheckpointError, match="not a ganserve checkpoint"):
         checkpoint.load_generator(tmp_path / "foreign.pt")
+
+
+def test_learning_rates_decay_linearly_over_the_last_epochs(tmp_path: Path) -> None:
+    # fake data: 256 images → 16 batches of 16 an epoch; decay over the second of two epochs
+    config = TrainConfig(family="dcgan", dataset="fake", ngf=8, ndf=8, batch_size=16, epochs=2,
+                         decay_fraction=0.5)  # fmt: skip
+    result = train(config, tmp_path, device="cpu", run_evaluation=False, progress=False)
+    assert result.step == 32 and result.epoch == 2
+    state = checkpoint.load(result.checkpoint)
+    last_factor = 1 - (31 - 16) / (32 - 16 + 1)  # the 32nd step is step index 31
+    for name in ("optimizerG", "optimizerD"):
+        lr = state[name]["param_groups"][0]["lr"]
+        assert lr == pytest.approx(2e-4 * last_factor)
+
+
+def test_the_same_code_trains_64x64_rgb_from_an_image_folder(tmp_path: Path) -> None:
+    from PIL import Image
+
+    rng = torch.Generator().manual_seed(0)
+    for name in ("a", "b", "c"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i in range(6):
+            pixels = torch.randint(0, 256, (50, 70, 3), generator=rng, dtype=torch.uint8)
+            Image.fromarray(pixels.numpy()).save(tmp_path / "data" / name / f"{i}.png")
+    config = TrainConfig(family="cgan", dataset=str(tmp_path / "data"), image_size=64, channels=3,
+                         ngf=8, ndf=8, batch_size=4, max_steps=2)  # fmt: skip
+    result = train(config, tmp_path / "out", device="cpu", run_evaluation=False, progress=False)
+    netG, stored, state = checkpoint.load_generator(result.checkpoint)
+    assert stored.num_classes == 3 and state["class_names"] == ["a", "b", "c"]
+    with torch.no_grad():
+        assert netG(torch.randn(2, stored.nz), torch.tensor([0, 2])).shape == (2, 3, 64, 64)
+
+
+def test_a_run_resumed_at_an_epoch_end_matches_a_straight_run(tmp_path: Path) -> None:
+    config = TrainConfig(family="cgan", dataset="fake", ngf=8, ndf=8, batch_size=32, epochs=2)
+    straight = train(config, tmp_path / "a", device="cpu", run_evaluation=False, progress=False)
+    train(config.replace(epochs=1), tmp_path / "b", device="cpu", run_evaluation=False,
+          progress=False)  # fmt: skip
+    resumed = train(config, tmp_path / "b", device="cpu", resume=tmp_path / "b" / "checkpoint.pt",
+                    run_evaluation=False, progress=False)  # fmt: skip
+    a, b = checkpoint.load(straight.checkpoint), checkpoint.load(resumed.checkpoint)
+    assert a["step"] == b["step"] == 16
+    assert all(torch.equal(a["netG"][k], b["netG"][k]) for k in a["netG"])
