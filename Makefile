@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[train,dev]'
 	touch $@
 
-## demo: set up, then train a DCGAN on MNIST for ten epochs and evaluate it (~3 min on 2 cores)
+## demo: set up, then train a DCGAN on MNIST for ten epochs and evaluate it
 demo: $(VENV)/.installed
 	$(BIN)/python -m training dcgan --out runs/demo --epochs 10
 	@echo "samples: runs/demo/samples/  report: runs/demo/report.json"

@@ -12,7 +12,6 @@ from torch import nn
 from training.config import TrainConfig
 from training.data import Split
 from training.dcgan import DCGAN, discriminator_body, generator_body
-from training.gan import evaluating
 
 EMBED_DIM = 50  # size of G's label embedding, concatenated to z
 
@@ -91,8 +90,3 @@ class CGAN(DCGAN):
         label = torch.arange(self.config.num_classes).repeat_interleave(per_class)
         z = torch.randn(len(label), self.config.nz, generator=g)
         return {"z": z.to(self.device), "label": label.to(self.device)}
-
-    @torch.no_grad()
-    def sample(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        with evaluating(self.generator) as netG:
-            return netG(inputs["z"], inputs["label"])

@@ -170,5 +170,6 @@ class DCGAN(GAN):
 
     @torch.no_grad()
     def sample(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        # `fixed_inputs` names netG's arguments: z (and label, for cgan)
         with evaluating(self.generator) as netG:
-            return netG(inputs["z"])
+            return netG(**inputs)
