@@ -1,37 +1,65 @@
-# The two commands a newcomer needs: `make demo` and `make test`. Each sets itself up.
+# The two commands a newcomer needs: `make serve` and `make test`. Each sets itself up.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # CI has two cores; more threads than cores only makes torch slower.
 export OMP_NUM_THREADS ?= 2
+PORT ?= 8500
+METRICS_PORT ?= 8501
 
-.PHONY: demo test lint format clean
+.PHONY: serve test lint format protos models demo clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-# Reinstall when the project's dependencies change.
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[train,dev]'
+# Reinstall when the project's dependencies change. `serve` needs no torch.
+$(VENV)/.serve-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[serve]'
 	touch $@
 
-## demo: set up, then train a DCGAN on MNIST for ten epochs and evaluate it
-demo: $(VENV)/.installed
-	$(BIN)/python -m training dcgan --out runs/demo --epochs 10
-	@echo "samples: runs/demo/samples/  report: runs/demo/report.json"
+$(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[train,serve,export,dev]'
+	touch $@ $(VENV)/.serve-installed
+
+## serve: set up, then serve the shipped models in models/ (gRPC :8500, metrics :8501)
+serve: $(VENV)/.serve-installed
+	$(BIN)/ganserve serve --model-repository models --host 0.0.0.0 --port $(PORT) \
+		--metrics-port $(METRICS_PORT)
 
 ## test: set up, lint, then run the whole test suite
-test: $(VENV)/.installed lint
+test: $(VENV)/.dev-installed lint
 	$(BIN)/python -m pytest
 
-lint: $(VENV)/.installed
+lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-format: $(VENV)/.installed
+format: $(VENV)/.dev-installed
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+## protos: regenerate the gRPC code in clients/ganserve/v1 from protos/ (never edit it by hand)
+protos: $(VENV)/.dev-installed
+	$(BIN)/python -m grpc_tools.protoc -I protos --python_out=clients --pyi_out=clients \
+		--grpc_python_out=clients protos/ganserve/v1/ganserve.proto
+
+## models: rebuild the shipped generators end to end (train → evaluate → export → verify), ~1 h
+models: $(VENV)/.dev-installed
+	$(BIN)/python -m training classifier
+	$(BIN)/python -m training dcgan --out runs/dcgan-mnist
+	$(BIN)/python -m training cgan --out runs/cgan-mnist
+	$(BIN)/python -m training pix2pix --out runs/pix2pix-mnist
+	rm -rf models/mnist-dcgan models/mnist-cgan models/mnist-edges2digits
+	$(BIN)/python -m export runs/dcgan-mnist/checkpoint.pt --name mnist-dcgan --fp16
+	$(BIN)/python -m export runs/cgan-mnist/checkpoint.pt --name mnist-cgan --fp16
+	$(BIN)/python -m export runs/pix2pix-mnist/checkpoint.pt --name mnist-edges2digits
+	for m in mnist-dcgan mnist-cgan mnist-edges2digits; do \
+		$(BIN)/python -m export.evaluate models/$$m/1/model.onnx > models/$$m/1/evaluation.json; done
+
+## demo: a short DCGAN training run on MNIST (10 epochs), with its evaluation
+demo: $(VENV)/.dev-installed
+	$(BIN)/python -m training dcgan --out runs/demo --epochs 10
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -38,10 +38,12 @@ class ConditionalDiscriminator(nn.Module):
     first, let G collapse to one image per class.)
     """
 
-    def __init__(self, num_classes: int, nc: int, ndf: int, image_size: int) -> None:
+    def __init__(
+        self, num_classes: int, nc: int, ndf: int, image_size: int, *, spectral: bool = False
+    ) -> None:
         super().__init__()
         self.label_embedding = nn.Embedding(num_classes, num_classes)
-        self.main = discriminator_body(nc + num_classes, ndf, image_size, spectral=True)
+        self.main = discriminator_body(nc + num_classes, ndf, image_size, spectral=spectral)
 
     def forward(self, image: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         n, _, h, w = image.shape
@@ -63,7 +65,9 @@ class CGAN(DCGAN):
 
     def build(self) -> tuple[nn.Module, nn.Module]:
         c = self.config
-        netD = ConditionalDiscriminator(c.num_classes, c.channels, c.ndf, c.image_size)
+        netD = ConditionalDiscriminator(
+            c.num_classes, c.channels, c.ndf, c.image_size, spectral=c.d_norm == "spectral"
+        )
         return build_generator(c), netD
 
     def conditions(self, batch: dict[str, torch.Tensor]) -> tuple[tuple, tuple]:

@@ -10,6 +10,7 @@ from typing import Any, Literal
 Family = Literal["dcgan", "cgan", "pix2pix"]
 FAMILIES: tuple[str, ...] = ("dcgan", "cgan", "pix2pix")
 LOSSES: tuple[str, ...] = ("vanilla", "lsgan")
+D_NORMS: tuple[str, ...] = ("batch", "spectral")
 
 
 class ConfigError(ValueError):
@@ -37,6 +38,8 @@ class TrainConfig:
     n_layers_d: int = 3  # pix2pix PatchGAN depth
     loss: str = "vanilla"  # vanilla = non-saturating BCE; lsgan = least squares
     lambda_l1: float = 100.0  # pix2pix
+    d_norm: str = "batch"  # dcgan, cgan: D's normalisation, BatchNorm or spectral norm
+    mixed_batch: bool = False  # dcgan, cgan: D judges real and fake images in one batch
     mode_seeking: float = 1.0  # cgan: weight of the mode-seeking term in G's loss (0 = off)
     lr: float = 2e-4
     beta1: float = 0.5
@@ -65,6 +68,10 @@ class TrainConfig:
             raise ConfigError(f"channels: {self.channels}; must be 1 (grey) or 3 (RGB)")
         if self.loss not in LOSSES:
             raise ConfigError(f"loss: unknown {self.loss!r}; choose one of {', '.join(LOSSES)}")
+        if self.d_norm not in D_NORMS:
+            raise ConfigError(
+                f"d_norm: unknown {self.d_norm!r}; choose one of {', '.join(D_NORMS)}"
+            )
         if self.unet_depth and not 2 <= self.unet_depth <= math.log2(size):
             raise ConfigError(
                 f"unet_depth: {self.unet_depth} must be between 2 and log2(image_size) = "

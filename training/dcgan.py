@@ -99,9 +99,9 @@ class Generator(nn.Module):
 class Discriminator(nn.Module):
     """netD: image [N, nc, H, W] → real/fake logit [N]."""
 
-    def __init__(self, nc: int, ndf: int, image_size: int) -> None:
+    def __init__(self, nc: int, ndf: int, image_size: int, *, spectral: bool = False) -> None:
         super().__init__()
-        self.main = discriminator_body(nc, ndf, image_size)
+        self.main = discriminator_body(nc, ndf, image_size, spectral=spectral)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.main(image).view(-1)
@@ -120,7 +120,8 @@ class DCGAN(GAN):
 
     def build(self) -> tuple[nn.Module, nn.Module]:
         c = self.config
-        return build_generator(c), Discriminator(c.channels, c.ndf, c.image_size)
+        netD = Discriminator(c.channels, c.ndf, c.image_size, spectral=c.d_norm == "spectral")
+        return build_generator(c), netD
 
     def latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         return torch.randn(n, self.config.nz, generator=generator).to(self.device)
@@ -133,6 +134,20 @@ class DCGAN(GAN):
         """An extra term of G's loss, or None; DCGAN has none."""
         return None
 
+    def judge(
+        self, real: torch.Tensor, fake: torch.Tensor, real_cond: tuple, fake_cond: tuple
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """netD's logits for the real and the fake images.
+
+        With `mixed_batch`, D sees both in one batch, so its BatchNorm statistics cannot tell
+        a real batch from a fake one; otherwise, as in the DCGAN paper, one batch of each.
+        """
+        if not self.config.mixed_batch:
+            return self.netD(real, *real_cond), self.netD(fake, *fake_cond)
+        cond = tuple(torch.cat(pair) for pair in zip(real_cond, fake_cond, strict=True))
+        output = self.netD(torch.cat([real, fake]), *cond)
+        return output[: len(real)], output[len(real) :]
+
     def train_step(self, batch: dict[str, torch.Tensor]) -> StepStats:
         real = batch["image"].to(self.device)
         z = self.latent(real.shape[0])
@@ -141,17 +156,18 @@ class DCGAN(GAN):
 
         # (1) Update D network: maximize log(D(x)) + log(1 - D(G(z)))
         self.optimizerD.zero_grad(set_to_none=True)
-        output_real = self.netD(real, *real_cond)
+        output_real, output_fake = self.judge(real, fake.detach(), real_cond, fake_cond)
         errD_real = self.criterion(output_real, True)
-        errD_real.backward()
-        output_fake = self.netD(fake.detach(), *fake_cond)
         errD_fake = self.criterion(output_fake, False)
-        errD_fake.backward()
+        (errD_real + errD_fake).backward()
         self.optimizerD.step()
 
         # (2) Update G network: maximize log(D(G(z))) (the non-saturating loss)
         self.optimizerG.zero_grad(set_to_none=True)
-        output = self.netD(fake, *fake_cond)
+        if self.config.mixed_batch:
+            _, output = self.judge(real, fake, real_cond, fake_cond)
+        else:
+            output = self.netD(fake, *fake_cond)
         errG = self.criterion(output, True)
         regulariser = self.generator_regulariser(fake, z)
         (errG if regulariser is None else errG + regulariser).backward()

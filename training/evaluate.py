@@ -26,6 +26,11 @@ MAX_FRECHET_RATIO = 5.0
 MIN_PSNR_DB = 20.0
 
 
+def device_of(netG: nn.Module) -> torch.device:
+    """Where netG's weights live (CPU for a module without any, e.g. an ONNX Runtime adapter)."""
+    return next(netG.parameters(), torch.empty(0)).device
+
+
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)) between two feature sets [N, D].
 
@@ -61,7 +66,7 @@ def generate(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """n samples from a dcgan or cgan netG in eval mode; cgan gets n/num_classes of each class."""
     netG.eval()
-    device = next(netG.parameters()).device
+    device = device_of(netG)
     g = torch.Generator().manual_seed(seed)
     z = torch.randn(n, config.nz, generator=g)
     labels = torch.arange(n) % config.num_classes if config.family == "cgan" else None
@@ -124,7 +129,7 @@ def evaluate_translation(netG: nn.Module, held: Split, batch: int = 250) -> dict
     """Mean L1 and PSNR (per image, pixels in [0, 1]) of netG(source) against the targets."""
     assert held.source is not None
     netG.eval()
-    device = next(netG.parameters()).device
+    device = device_of(netG)
     l1, psnr = [], []
     for i in range(0, len(held), batch):
         fake = (netG(held.source[i : i + batch].to(device)).cpu() + 1) / 2

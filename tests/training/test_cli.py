@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from training.cli import build_parser, config_from_args, main
+from training.config import ConfigError, TrainConfig
 
 
 def error_of(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
@@ -45,6 +46,17 @@ def test_flags_override_family_defaults_which_override_config_defaults() -> None
     assert config.ngf == 48  # flag
     assert config.ndf == 32  # pix2pix default
     assert config.lambda_l1 == 100.0 and config.lr == 2e-4 and config.beta1 == 0.5  # paper
+
+
+def test_cgan_defaults_to_the_mixed_batch_and_the_flag_turns_it_off() -> None:
+    parse = build_parser().parse_args
+    assert config_from_args("cgan", parse(["cgan", "--out", "x"])).mixed_batch
+    assert not config_from_args(
+        "cgan", parse(["cgan", "--out", "x", "--no-mixed-batch"])
+    ).mixed_batch
+    assert not config_from_args("dcgan", parse(["dcgan", "--out", "x"])).mixed_batch
+    with pytest.raises(ConfigError, match="d_norm"):
+        TrainConfig(family="dcgan", d_norm="layer")
 
 
 def test_decay_longer_than_training(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

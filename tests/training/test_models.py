@@ -48,7 +48,7 @@ def test_dcgan_64x64_rgb_is_the_standard_generator() -> None:
 
 def test_cgan_shapes_and_parameters() -> None:
     netG = ConditionalGenerator(nz=100, num_classes=10, ngf=64, nc=1, image_size=32)
-    netD = ConditionalDiscriminator(num_classes=10, nc=1, ndf=64, image_size=32)
+    netD = ConditionalDiscriminator(num_classes=10, nc=1, ndf=64, image_size=32, spectral=True)
     label = torch.tensor([0, 3, 9])
     image = netG(torch.randn(3, 100), label)
     assert image.shape == (3, 1, 32, 32)
@@ -61,6 +61,10 @@ def test_cgan_shapes_and_parameters() -> None:
         128, 256, True
     ) + conv(256, 1, True)
     assert not [m for m in netD.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    batch_norm = ConditionalDiscriminator(num_classes=10, nc=1, ndf=64, image_size=32)
+    assert n_params(batch_norm) == 10 * 10 + conv(11, 64) + conv(64, 128) + bn(128) + conv(
+        128, 256
+    ) + bn(256) + conv(256, 1)
 
 
 def test_cgan_label_changes_the_image() -> None:
@@ -102,15 +106,19 @@ def test_unet_uses_dropout_only_in_deep_levels() -> None:
 
 
 @pytest.mark.parametrize("family", ["dcgan", "cgan", "pix2pix"])
-def test_weights_follow_the_papers_init(family: str) -> None:
-    gan = build_gan(TrainConfig(family=family, ngf=16, ndf=16), torch.device("cpu"))
+@pytest.mark.parametrize("d_norm", ["batch", "spectral"])
+def test_weights_follow_the_papers_init(family: str, d_norm: str) -> None:
+    config = TrainConfig(family=family, ngf=16, ndf=16, d_norm=d_norm)
+    gan = build_gan(config, torch.device("cpu"))
     convs = [m for m in gan.netG.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
     weights = torch.cat([m.weight.flatten() for m in convs])
     assert abs(weights.std().item() - 0.02) < 0.002
     assert isinstance(build_generator(gan.config), type(gan.netG))
     d_convs = [m for m in gan.netD.modules() if isinstance(m, torch.nn.Conv2d)]
     d_weights = torch.cat([m.weight.flatten() for m in d_convs])
-    if family == "cgan":  # spectral norm divides each weight by its largest singular value
+    if (
+        family != "pix2pix" and d_norm == "spectral"
+    ):  # spectral norm divides each weight by its largest singular value
         assert abs(d_weights.std().item() - 0.02) > 0.005
         originals = [m.parametrizations.weight.original.flatten() for m in d_convs]
         assert abs(torch.cat(originals).std().item() - 0.02) < 0.002
@@ -129,3 +137,20 @@ def test_cgan_mode_seeking_punishes_a_generator_that_ignores_z() -> None:
     assert gan.generator_regulariser(collapsed, z) > 1000 * gan.generator_regulariser(diverse, z)
     off = build_gan(TrainConfig(family="cgan", ngf=8, ndf=8, mode_seeking=0), torch.device("cpu"))
     assert off.generator_regulariser(diverse, z) is None
+
+
+@pytest.mark.parametrize("family", ["dcgan", "cgan"])
+def test_mixed_batch_judges_real_and_fake_in_one_batchnorm_batch(family: str) -> None:
+    config = TrainConfig(family=family, ngf=8, ndf=8, mixed_batch=True)
+    gan = build_gan(config, torch.device("cpu"))
+    real, fake = torch.rand(4, 1, 32, 32) * 2 - 1, torch.zeros(4, 1, 32, 32)
+    real_cond, fake_cond = gan.conditions({"image": real, "label": torch.arange(4)})
+    seen: list[int] = []
+    bn = next(m for m in gan.netD.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    bn.register_forward_hook(lambda _m, args, _out: seen.append(args[0].shape[0]))
+    out_real, out_fake = gan.judge(real, fake, real_cond, fake_cond)
+    assert out_real.shape == out_fake.shape == (4,)
+    assert seen == [8]  # one batch of 4 real + 4 fake
+    gan.config = config.replace(mixed_batch=False)
+    gan.judge(real, fake, real_cond, fake_cond)
+    assert seen == [8, 4, 4]  # the paper's way: one batch of each

@@ -1,0 +1,36 @@
+"""The `ganserve` command: `serve` runs the server (needs the `serve` extra)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+USAGE = """usage: ganserve COMMAND [ARGS]
+
+commands:
+  serve      run the gRPC server on a model repository (ganserve serve --help)
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if args else 2
+    command, rest = args[0], args[1:]
+    if command == "serve":
+        try:
+            from server.app import main as serve_main
+        except ImportError as exc:
+            print(
+                f"ganserve serve needs the server: pip install 'ganserve[serve]' ({exc})",
+                file=sys.stderr,
+            )
+            return 2
+        return serve_main(rest)
+    print(f"ganserve: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""Judge an exported model through ONNX Runtime with the training evaluation (the shipped models'
+quality bar holds for what the server runs, not only for the PyTorch checkpoint).
+
+`python -m export.evaluate models/mnist-cgan/1/model.onnx` prints the JSON report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from export.metadata import ModelCard
+from training import data
+from training.classifier import load_or_train
+from training.config import TrainConfig
+from training.evaluate import evaluate
+from training.trainer import DEFAULT_CLASSIFIER
+
+
+class OnnxGenerator(nn.Module):
+    """An ONNX model behind netG's interface: float tensors in [-1, 1] NCHW in and out."""
+
+    def __init__(self, path: str | Path, threads: int = 2) -> None:
+        super().__init__()
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.card = ModelCard.from_props(self.session.get_modelmeta().custom_metadata_map)
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        feeds: dict[str, np.ndarray] = {}
+        for spec, x in zip(self.card.inputs, inputs, strict=True):
+            value = x.cpu().numpy()
+            if spec.name == "image" and spec.dtype == "uint8":  # [-1, 1] NCHW → uint8 NHWC
+                value = np.rint((value + 1) * 127.5).clip(0, 255).astype(np.uint8)
+                value = value.transpose(0, 2, 3, 1)
+            feeds[spec.name] = value.astype(spec.dtype, copy=False)
+        out = self.session.run(None, feeds)[0]
+        if self.card.uint8_output:
+            out = out.transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1.0
+        return torch.from_numpy(np.ascontiguousarray(out))
+
+
+def evaluate_onnx(
+    path: str | Path, *, classifier_path: str | Path = DEFAULT_CLASSIFIER, n: int = 1000
+) -> dict[str, Any]:
+    """The training report for the ONNX model at `path`, on the data it was trained on."""
+    netG = OnnxGenerator(path)
+    config = TrainConfig.from_dict(netG.card.provenance["config"])
+    train, held = data.load(config)
+    classifier = None
+    if config.family != "pix2pix" and config.dataset == "mnist":
+        classifier = load_or_train(classifier_path, progress=False).model
+    return evaluate(netG, config, train, held, classifier, n=n)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m export.evaluate", description=__doc__)
+    p.add_argument("model", type=Path, help="an exported model.onnx")
+    p.add_argument("--classifier", type=Path, default=DEFAULT_CLASSIFIER)
+    p.add_argument("--samples", type=int, default=1000)
+    args = p.parse_args(argv)
+    report = evaluate_onnx(args.model, classifier_path=args.classifier, n=args.samples)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""The model repository: `<root>/<name>/<version>/model.onnx`, versions are positive integers.
+
+Beside the versions, an optional `<root>/<name>/config.json` holds serving knobs for that model
+(every key optional; unknown keys are an error, so a typo never goes unnoticed):
+
+```json
+{"max_batch_size": 64, "max_queue_delay_ms": 2.0, "max_queue_size": 4096, "precision": "fp32"}
+```
+
+`precision: "fp16"` serves `model.fp16.onnx` from the version folder (made by
+`python -m export ... --fp16`) instead of `model.onnx`. Torch-free: the server reads it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+MODEL_FILE = "model.onnx"
+FP16_MODEL_FILE = "model.fp16.onnx"
+CONFIG_FILE = "config.json"
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+class RepositoryError(ValueError):
+    """A repository path, model name or serving config that cannot be used."""
+
+
+def check_name(name: str) -> str:
+    """A model name: lower-case letters, digits, '.', '_', '-'; at most 64 characters."""
+    if not _NAME.match(name):
+        raise RepositoryError(
+            f"model name {name!r}: use lower-case letters, digits, '.', '_' or '-' "
+            "(at most 64, starting with a letter or digit)"
+        )
+    return name
+
+
+def versions(model_dir: Path) -> list[int]:
+    """The integer version folders of one model, ascending (other entries are ignored)."""
+    if not model_dir.is_dir():
+        return []
+    return sorted(
+        int(p.name)
+        for p in model_dir.iterdir()
+        if p.is_dir() and p.name.isdigit() and int(p.name) > 0
+    )
+
+
+def next_version_dir(root: Path, name: str) -> Path:
+    """`<root>/<name>/<highest + 1>`, not created."""
+    model_dir = Path(root) / check_name(name)
+    existing = versions(model_dir)
+    return model_dir / str((existing[-1] if existing else 0) + 1)
+
+
+def model_names(root: Path) -> list[str]:
+    """Every folder of `root` that holds at least one version."""
+    root = Path(root)
+    if not root.is_dir():
+        raise RepositoryError(f"model repository {root}: no such folder")
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and versions(p))
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """Per-model serving knobs; None means the server's default."""
+
+    max_batch_size: int | None = None
+    max_queue_delay_ms: float | None = None
+    max_queue_size: int | None = None
+    precision: str = "fp32"
+
+    @property
+    def model_file(self) -> str:
+        return FP16_MODEL_FILE if self.precision == "fp16" else MODEL_FILE
+
+
+def read_serving_config(model_dir: Path) -> ServingConfig:
+    """`<model_dir>/config.json`, or the defaults when there is none."""
+    path = Path(model_dir) / CONFIG_FILE
+    if not path.exists():
+        return ServingConfig()
+    try:
+        values = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise RepositoryError(f"{path}: not readable JSON ({exc})") from exc
+    known = {f.name for f in fields(ServingConfig)}
+    if not isinstance(values, dict) or set(values) - known:
+        unknown = sorted(set(values) - known) if isinstance(values, dict) else values
+        raise RepositoryError(f"{path}: unknown keys {unknown}; allowed: {sorted(known)}")
+    config = ServingConfig(**values)
+    for key in ("max_batch_size", "max_queue_size"):
+        value = getattr(config, key)
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise RepositoryError(f"{path}: {key} must be a positive integer, got {value!r}")
+    delay = config.max_queue_delay_ms
+    if delay is not None and (not isinstance(delay, int | float) or delay < 0):
+        raise RepositoryError(f"{path}: max_queue_delay_ms must be >= 0, got {delay!r}")
+    if config.precision not in ("fp32", "fp16"):
+        raise RepositoryError(f"{path}: precision must be fp32 or fp16, got {config.precision!r}")
+    return config

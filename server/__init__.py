@@ -1,0 +1,1 @@
+"""The ganserve gRPC service: models from the repository, dynamic batching, ONNX Runtime."""

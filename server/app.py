@@ -1,0 +1,122 @@
+"""Start, run and drain a ganserve server: `ganserve serve` or `python -m server`.
+
+Order of events: metrics endpoint up; gRPC port bound with health NOT_SERVING; every model
+version loaded and warmed up (a failure stays with that version); health SERVING. SIGTERM or
+SIGINT: health NOT_SERVING, new calls refused with UNAVAILABLE, in-flight calls get
+`grace_seconds` to finish, then the process exits.
+
+Health service names: "" (the server: SERVING once at least one model is ready),
+"ganserve.v1.Generator" (the same), and "model/<name>" per model (SERVING while a version of it
+is ready).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Sequence
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from ganserve.v1 import ganserve_pb2, ganserve_pb2_grpc
+from server.config import ServerConfig, parse
+from server.metrics import Metrics
+from server.models import ModelRepository
+from server.service import GeneratorService, instrumented
+
+log = logging.getLogger("ganserve.server")
+SERVICE_NAME = ganserve_pb2.DESCRIPTOR.services_by_name["Generator"].full_name
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class GanServer:
+    """One server: gRPC (ganserve, health, reflection) plus the metrics endpoint."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.repo = ModelRepository(config, self.metrics)
+        self.service = GeneratorService(self.repo, config, self.metrics)
+        self.health = health.aio.HealthServicer()
+        self.port = 0
+        self.metrics_port = 0
+        limit = config.max_message_bytes
+        self._server = grpc.aio.server(
+            options=[
+                ("grpc.max_send_message_length", limit),
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        self._stopped = asyncio.Event()
+
+    async def start(self) -> None:
+        """Bind, load every model, then report SERVING. Returns once ready to take calls."""
+        if self.config.metrics_port >= 0:
+            self.metrics_port = self.metrics.serve(self.config.host, self.config.metrics_port)
+        ganserve_pb2_grpc.add_GeneratorServicer_to_server(instrumented(self.service), self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        names = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
+        reflection.enable_server_reflection(names, self._server)
+        self.port = self._server.add_insecure_port(f"{self.config.host}:{self.config.port}")
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, NOT_SERVING)
+        await self._server.start()
+        log.info(
+            "gRPC on %s:%d (NOT_SERVING while models load), metrics on port %s",
+            self.config.host,
+            self.port,
+            self.metrics_port or "off",
+        )
+        await self.repo.load()
+        for name, found in self.repo.models.items():
+            ready = any(mv.state == "ready" for mv in found.values())
+            await self.health.set(f"model/{name}", SERVING if ready else NOT_SERVING)
+        status = SERVING if self.repo.any_ready else NOT_SERVING
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, status)
+        log.info("serving %d model(s): %s", len(self.repo.models), ", ".join(self.repo.models))
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drain: NOT_SERVING, refuse new calls, let in-flight ones finish within `grace`."""
+        if self._stopped.is_set():
+            return
+        self.service.draining = True
+        await self.health.enter_graceful_shutdown()
+        grace = self.config.grace_seconds if grace is None else grace
+        log.info("draining: in-flight calls have %.1f s", grace)
+        await self._server.stop(grace)
+        await self.repo.close()
+        self.metrics.stop()
+        self._stopped.set()
+
+    async def wait(self) -> None:
+        await self._stopped.wait()
+
+
+async def serve(config: ServerConfig) -> None:
+    """Run until SIGTERM or SIGINT, then drain."""
+    server = GanServer(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(server.stop()))
+    await server.start()
+    print(
+        f"ganserve: gRPC on {config.host}:{server.port}, metrics on port "
+        f"{server.metrics_port or 'off'}",
+        flush=True,
+    )
+    await server.wait()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    config = parse(argv)
+    logging.basicConfig(
+        level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    asyncio.run(serve(config))
+    return 0

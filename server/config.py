@@ -1,0 +1,118 @@
+"""Server configuration: flags with GANSERVE_* environment equivalents, resolved once, frozen."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class ServerConfigError(ValueError):
+    """A setting out of range; the message names the flag."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Every knob of a server. Per-model `config.json` files may override the batching ones."""
+
+    model_repository: Path = Path("models")
+    host: str = "127.0.0.1"
+    port: int = 8500  # gRPC; 0 picks a free port
+    metrics_port: int = 8501  # Prometheus /metrics over HTTP; 0 picks a free port, -1 = off
+    device: str = "auto"  # auto = CUDA when onnxruntime has it, else CPU
+    intra_op_threads: int = 0  # ONNX Runtime threads per model; 0 = the number of CPU cores
+    max_batch_size: int = 64  # images per ONNX Runtime run
+    max_queue_delay_ms: float = 2.0  # wait at most this long after a batch's first image
+    max_queue_size: int = 4096  # images waiting per model; beyond: RESOURCE_EXHAUSTED
+    max_images_per_call: int = 4096  # unary calls; streams have no limit
+    max_message_bytes: int = 64 * 1024 * 1024  # gRPC send and receive limit
+    max_translation_pixels: int = 16 * 1024 * 1024  # N x H x W of one translation call
+    stream_chunk_size: int = 256  # images per streamed message by default
+    grace_seconds: float = 10.0  # SIGTERM: in-flight calls get this long to finish
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        positive = (
+            "max_batch_size",
+            "max_queue_size",
+            "max_images_per_call",
+            "max_message_bytes",
+            "max_translation_pixels",
+            "stream_chunk_size",
+        )
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ServerConfigError(f"--{_flag(name)}: must be at least 1")
+        if self.max_queue_delay_ms < 0 or self.grace_seconds < 0 or self.intra_op_threads < 0:
+            raise ServerConfigError(
+                "--max-queue-delay-ms, --grace-seconds, --intra-op-threads: must be >= 0"
+            )
+        if self.device not in DEVICES:
+            raise ServerConfigError(f"--device: {self.device!r}; one of {', '.join(DEVICES)}")
+        if not 0 <= self.port < 65536 or not -1 <= self.metrics_port < 65536:
+            raise ServerConfigError("--port / --metrics-port: 0-65535 (metrics: -1 = off)")
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def env_name(name: str) -> str:
+    """The environment variable of a setting: GANSERVE_MAX_BATCH_SIZE for max_batch_size."""
+    return "GANSERVE_" + name.upper()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per field; the default comes from the environment, then from ServerConfig."""
+    help_of = {
+        "model_repository": "folder of <name>/<version>/model.onnx",
+        "port": "gRPC port (0: any free one)",
+        "metrics_port": "Prometheus port (0: any free one; -1: off)",
+        "device": "auto, cpu or cuda",
+        "intra_op_threads": "ONNX Runtime threads per model (0: all cores)",
+        "max_batch_size": "images per ONNX Runtime run",
+        "max_queue_delay_ms": "longest wait for a batch to fill",
+        "max_queue_size": "images queued per model before RESOURCE_EXHAUSTED",
+        "max_images_per_call": "images one unary call may ask for",
+        "max_message_bytes": "largest gRPC message, in and out",
+        "max_translation_pixels": "N x H x W limit of one translation call",
+        "stream_chunk_size": "images per streamed message by default",
+        "grace_seconds": "how long SIGTERM lets in-flight calls finish",
+    }
+    for f in fields(ServerConfig):
+        default = f.default
+        kind = type(default) if not isinstance(default, Path) else Path
+        parser.add_argument(
+            f"--{_flag(f.name)}",
+            type=kind,
+            default=None,
+            help=f"{help_of.get(f.name, f.name)} (env {env_name(f.name)}, default {default})",
+        )
+
+
+def resolve(args: argparse.Namespace, environ: dict[str, str] | None = None) -> ServerConfig:
+    """Flags beat environment variables, which beat the defaults."""
+    environ = dict(os.environ if environ is None else environ)
+    values = {}
+    for f in fields(ServerConfig):
+        given = getattr(args, f.name, None)
+        if given is None and env_name(f.name) in environ:
+            kind = type(f.default) if not isinstance(f.default, Path) else Path
+            try:
+                given = kind(environ[env_name(f.name)])
+            except ValueError as exc:
+                raise ServerConfigError(f"{env_name(f.name)}: {exc}") from exc
+        if given is not None:
+            values[f.name] = given
+    return ServerConfig(**values)
+
+
+def parse(argv: Sequence[str] | None = None) -> ServerConfig:
+    """The config for `ganserve serve` from a command line and the environment."""
+    parser = argparse.ArgumentParser(prog="ganserve serve")
+    add_arguments(parser)
+    return resolve(parser.parse_args(argv))

@@ -1,0 +1,103 @@
+"""Prometheus metrics, prefixed ganserve_, in a registry of their own (one per server)."""
+
+from __future__ import annotations
+
+import threading
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+MODEL_STATES = ("loading", "ready", "failed")
+
+
+class Metrics:
+    """Every series the server exports; see docs/serving.md for what each one means."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "ganserve_requests",
+            "Finished rpcs by model, method and status code.",
+            ["model", "method", "code"],
+            registry=r,
+        )
+        self.request_latency = Histogram(
+            "ganserve_request_latency_seconds",
+            "Time from an rpc's arrival to its last byte.",
+            ["model", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "ganserve_queue_wait_seconds",
+            "Time a piece of work waited in its model's queue.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.compute_latency = Histogram(
+            "ganserve_compute_latency_seconds",
+            "ONNX Runtime time per batch.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "ganserve_batch_size",
+            "Images per ONNX Runtime run.",
+            ["model"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "ganserve_queue_depth", "Images waiting in a model's queue.", ["model"], registry=r
+        )
+        self.images = Counter(
+            "ganserve_images",
+            "Images produced, by model and method.",
+            ["model", "method"],
+            registry=r,
+        )
+        self.model_state = Gauge(
+            "ganserve_model_state",
+            "1 for the state each model version is in (loading, ready, failed).",
+            ["model", "version", "state"],
+            registry=r,
+        )
+        self._http: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def set_model_state(self, model: str, version: int, state: str) -> None:
+        for s in MODEL_STATES:
+            self.model_state.labels(model, str(version), s).set(1 if s == state else 0)
+
+    def serve(self, host: str, port: int) -> int:
+        """Start the /metrics HTTP endpoint; returns the bound port (useful with port 0)."""
+        self._http, self._thread = start_http_server(port, addr=host, registry=self.registry)
+        return int(self._http.server_port)
+
+    def stop(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None

@@ -1,0 +1,156 @@
+"""The loaded model repository: one runner and one batcher per model version.
+
+A version that fails to load (corrupt file, metadata the server cannot read, a bad config.json)
+is recorded as FAILED with its reason, logged, and shown in metrics; the others serve on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from export.metadata import ModelCard
+from export.repository import (
+    RepositoryError,
+    ServingConfig,
+    model_names,
+    read_serving_config,
+    versions,
+)
+from server.batcher import Batcher
+from server.config import ServerConfig
+from server.metrics import Metrics
+from server.runner import Runner
+
+log = logging.getLogger("ganserve.models")
+
+
+class ModelNotFound(LookupError):
+    """No such model or version in the repository."""
+
+
+class ModelUnavailable(RuntimeError):
+    """The version exists but is not ready (still loading, or it failed to load)."""
+
+
+@dataclass
+class ModelVersion:
+    """One version: its state and, once ready, its card, runner and batcher."""
+
+    name: str
+    version: int
+    path: Path
+    state: str = "loading"  # loading → ready | failed
+    error: str = ""
+    card: ModelCard | None = None
+    runner: Runner | None = None
+    batcher: Batcher | None = None
+    serving: ServingConfig = field(default_factory=ServingConfig)
+
+
+class ModelRepository:
+    """Every model version under `config.model_repository`, loaded and warmed up by `load`."""
+
+    def __init__(self, config: ServerConfig, metrics: Metrics) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.models: dict[str, dict[int, ModelVersion]] = {}
+
+    async def load(self) -> None:
+        root = self.config.model_repository
+        for name in model_names(root):
+            try:
+                serving = read_serving_config(root / name)
+                error = ""
+            except RepositoryError as exc:
+                serving, error = ServingConfig(), str(exc)
+            for version in versions(root / name):
+                mv = ModelVersion(
+                    name, version, root / name / str(version) / serving.model_file, serving=serving
+                )
+                self.models.setdefault(name, {})[version] = mv
+                self.metrics.set_model_state(name, version, "loading")
+                if error:
+                    self._fail(mv, error)
+                    continue
+                try:
+                    await asyncio.to_thread(self._load_version, mv)
+                except Exception as exc:  # any failure stays with this version alone
+                    self._fail(mv, f"{type(exc).__name__}: {exc}")
+                    continue
+                assert mv.runner is not None and mv.card is not None
+                mv.batcher = Batcher(
+                    f"{name}:{version}",
+                    mv.runner.run,
+                    max_batch_size=serving.max_batch_size or self.config.max_batch_size,
+                    max_queue_delay_s=(
+                        serving.max_queue_delay_ms
+                        if serving.max_queue_delay_ms is not None
+                        else self.config.max_queue_delay_ms
+                    )
+                    / 1000.0,
+                    max_queue_size=serving.max_queue_size or self.config.max_queue_size,
+                    metrics=self.metrics,
+                )
+                mv.batcher.start()
+                mv.state = "ready"
+                self.metrics.set_model_state(name, version, "ready")
+                log.info(
+                    "model %s version %d ready on %s (%s)",
+                    name,
+                    version,
+                    mv.runner.provider,
+                    mv.card.kind,
+                )
+
+    def _load_version(self, mv: ModelVersion) -> None:
+        if not mv.path.is_file():
+            raise FileNotFoundError(f"{mv.path} is missing")
+        runner = Runner(mv.path, device=self.config.device, threads=self.config.intra_op_threads)
+        batch = mv.serving.max_batch_size or self.config.max_batch_size
+        runner.warm_up((1, batch))
+        mv.runner, mv.card = runner, runner.card
+
+    def _fail(self, mv: ModelVersion, error: str) -> None:
+        mv.state, mv.error = "failed", error
+        self.metrics.set_model_state(mv.name, mv.version, "failed")
+        log.error("model %s version %d failed to load: %s", mv.name, mv.version, error)
+
+    def get(self, name: str, version: int = 0) -> ModelVersion:
+        """The version asked for, or the highest ready one for 0."""
+        if name not in self.models:
+            known = ", ".join(sorted(self.models)) or "none"
+            raise ModelNotFound(f"model: no model {name!r} (models: {known})")
+        found = self.models[name]
+        if version:
+            if version not in found:
+                raise ModelNotFound(
+                    f"version: model {name!r} has no version {version} (versions: {sorted(found)})"
+                )
+            mv = found[version]
+            if mv.state != "ready":
+                raise ModelUnavailable(
+                    f"model {name!r} version {version} is {mv.state}"
+                    + (f": {mv.error}" if mv.error else "")
+                )
+            return mv
+        ready = [v for v in sorted(found) if found[v].state == "ready"]
+        if not ready:
+            raise ModelUnavailable(
+                f"model {name!r}: no version is ready ("
+                + "; ".join(f"{v}: {m.state} {m.error}" for v, m in sorted(found.items()))
+                + ")"
+            )
+        return found[ready[-1]]
+
+    @property
+    def any_ready(self) -> bool:
+        return any(mv.state == "ready" for vs in self.models.values() for mv in vs.values())
+
+    async def close(self) -> None:
+        for vs in self.models.values():
+            for mv in vs.values():
+                if mv.batcher is not None:
+                    await mv.batcher.close()

@@ -1,0 +1,55 @@
+"""The generators shipped in models/ load, carry their card, and meet the bar in ONNX Runtime."""
+
+from pathlib import Path
+
+import pytest
+
+from export.evaluate import OnnxGenerator
+from export.metadata import ModelCard
+from training import data
+from training.classifier import ClassifierResult
+from training.config import TrainConfig
+from training.evaluate import MIN_CLASS_ACCURACY, MIN_PSNR_DB, evaluate
+
+MODELS = Path(__file__).resolve().parents[2] / "models"
+SHIPPED = {
+    "mnist-dcgan": "unconditional",
+    "mnist-cgan": "conditional",
+    "mnist-edges2digits": "translation",
+}
+
+
+def shipped(name: str) -> OnnxGenerator:
+    return OnnxGenerator(MODELS / name / "1" / "model.onnx")
+
+
+@pytest.mark.parametrize("name", list(SHIPPED))
+def test_shipped_model_loads_with_its_card(name: str) -> None:
+    path = MODELS / name / "1" / "model.onnx"
+    assert path.stat().st_size < 20 * 2**20
+    card: ModelCard = shipped(name).card
+    assert card.kind == SHIPPED[name]
+    assert card.provenance["dataset"] == "mnist"
+    assert card.provenance["steps"] > 1000
+    assert card.provenance["source_commit"] != "unknown"
+    assert card.provenance["evaluation"]["passes"]  # the training run's own report travels along
+
+
+@pytest.mark.parametrize("name", list(SHIPPED))
+def test_shipped_model_meets_the_bar_through_onnx_runtime(
+    name: str, classifier: ClassifierResult
+) -> None:
+    netG = shipped(name)
+    config = TrainConfig.from_dict(netG.card.provenance["config"])
+    train, held = data.load(config)
+    model = None if config.family == "pix2pix" else classifier.model
+    report = evaluate(netG, config, train, held, model, n=1000)
+    trained = netG.card.provenance["evaluation"]["passes"]
+    # every bar the PyTorch generator cleared, the exported one clears too
+    assert {k: v for k, v in report["passes"].items() if trained.get(k)} == {
+        k: True for k, v in trained.items() if v
+    }
+    if name == "mnist-cgan":
+        assert report["class_accuracy"] >= MIN_CLASS_ACCURACY
+    if name == "mnist-edges2digits":
+        assert report["psnr_db"] >= MIN_PSNR_DB

@@ -1,0 +1,96 @@
+"""A real server on port 0 in a background thread, and helpers to call it."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import urllib.request
+from collections.abc import Coroutine, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+import pytest
+
+from ganserve.v1 import ganserve_pb2 as pb
+from ganserve.v1 import ganserve_pb2_grpc as pb_grpc
+from server.app import GanServer
+from server.config import ServerConfig
+
+T = TypeVar("T")
+MODELS = Path(__file__).resolve().parents[2] / "models"
+DCGAN, CGAN, PIX2PIX = "mnist-dcgan", "mnist-cgan", "mnist-edges2digits"
+BASE = ServerConfig(
+    model_repository=MODELS, port=0, metrics_port=0, intra_op_threads=1, grace_seconds=5
+)
+
+
+class RunningServer:
+    """GanServer on its own event loop thread; `stub` talks to it over a real channel."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.server = self.call(self._make(config))
+        self.call(self.server.start(), timeout=120)
+        self.address = f"127.0.0.1:{self.server.port}"
+        self.channel = grpc.insecure_channel(self.address)
+        self.stub = pb_grpc.GeneratorStub(self.channel)
+
+    @staticmethod
+    async def _make(config: ServerConfig) -> GanServer:
+        return GanServer(config)
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def metrics(self) -> str:
+        url = f"http://127.0.0.1:{self.server.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.read().decode()
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The value of one sample, 0 if absent."""
+        for line in self.metrics().splitlines():
+            if line.startswith(name + "{") or line.startswith(name + " "):
+                head, value = line.rsplit(" ", 1)
+                if all(f'{k}="{v}"' in head for k, v in labels.items()):
+                    return float(value)
+        return 0.0
+
+    def stop(self, grace: float = 5) -> None:
+        self.channel.close()
+        self.call(self.server.stop(grace), timeout=grace + 30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RunningServer]:
+    running = RunningServer(BASE)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def make_server() -> Iterator:
+    """Start servers with custom settings; every one is stopped at the end of the test."""
+    started: list[RunningServer] = []
+
+    def make(**changes: object) -> RunningServer:
+        running = RunningServer(replace(BASE, **changes))
+        started.append(running)
+        return running
+
+    yield make
+    for running in started:
+        running.stop(grace=1)
+
+
+def images(batch: pb.ImageBatch) -> np.ndarray:
+    dtype = {"uint8": np.uint8, "float32": np.float32}[batch.images.dtype]
+    return np.frombuffer(batch.images.data, dtype).reshape(batch.images.shape)

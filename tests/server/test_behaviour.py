@@ -1,0 +1,209 @@
+"""Determinism, batching, back-pressure, cancellation, draining, broken models, metrics."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from ganserve.v1 import ganserve_pb2 as pb
+from tests.server.conftest import CGAN, DCGAN, MODELS, PIX2PIX, RunningServer, images
+
+
+def sample(server: RunningServer, count: int, start: int, seed: int = 5) -> np.ndarray:
+    reply = server.stub.Sample(
+        pb.SampleRequest(model=DCGAN, count=count, seed=seed, start_index=start)
+    )
+    return images(reply)
+
+
+def test_images_do_not_depend_on_how_they_were_asked_for(make_server: Callable) -> None:
+    server = make_server(max_queue_delay_ms=20.0, max_batch_size=16)
+    whole = sample(server, 100, 0)
+    tens = np.concatenate([sample(server, 10, i) for i in range(0, 100, 10)])
+    assert whole.tobytes() == tens.tobytes()
+
+    def noise(i: int) -> None:  # other clients' calls, coalesced with ours
+        sample(server, 3, 1000 + i, seed=99)
+
+    with ThreadPoolExecutor(8) as pool:
+        others = [pool.submit(noise, i) for i in range(40)]
+        ones = list(pool.map(lambda i: sample(server, 1, i), range(100)))
+        for f in others:
+            f.result()
+    assert np.concatenate(ones).tobytes() == whole.tobytes()
+    assert server.metric("ganserve_batch_size_count", model=f"{DCGAN}:1") > 0
+
+
+def test_concurrent_calls_coalesce_into_batches(make_server: Callable) -> None:
+    server = make_server(max_queue_delay_ms=200.0, max_batch_size=64)
+    with ThreadPoolExecutor(32) as pool:
+        list(pool.map(lambda i: sample(server, 1, i), range(32)))
+    runs = server.metric("ganserve_batch_size_count", model=f"{DCGAN}:1")
+    total = server.metric("ganserve_batch_size_sum", model=f"{DCGAN}:1")
+    assert total == 32  # warm-up runs bypass the batcher
+    assert runs < 16, f"32 single-image calls ran in {runs} batches"
+
+
+def test_a_bad_call_does_not_harm_a_concurrent_good_one(make_server: Callable) -> None:
+    server = make_server(max_queue_delay_ms=100.0)
+    with ThreadPoolExecutor(2) as pool:
+        good = pool.submit(sample, server, 4, 0)
+        bad = pool.submit(server.stub.Sample, pb.SampleRequest(model=DCGAN, count=-0))
+        assert good.result().shape == (4, 32, 32, 1)
+        with pytest.raises(grpc.RpcError) as info:
+            bad.result()
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_full_queue_answers_resource_exhausted(make_server: Callable) -> None:
+    server = make_server(max_queue_size=8, max_queue_delay_ms=1000.0, max_batch_size=64)
+    with pytest.raises(grpc.RpcError) as info:
+        sample(server, 9, 0)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    with ThreadPoolExecutor(2) as pool:  # 6 images wait 1 s in the queue; 6 more do not fit
+        first = pool.submit(sample, server, 6, 0)
+        deadline = time.monotonic() + 10
+        while server.metric("ganserve_queue_depth", model=f"{DCGAN}:1") < 6:
+            assert time.monotonic() < deadline, "the first call never reached the queue"
+            time.sleep(0.01)
+        with pytest.raises(grpc.RpcError) as info:
+            sample(server, 6, 10)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert first.result().shape == (6, 32, 32, 1)
+    assert (
+        server.metric(
+            "ganserve_requests_total", model=DCGAN, method="Sample", code="RESOURCE_EXHAUSTED"
+        )
+        == 2
+    )
+
+
+def test_an_expired_call_never_runs(make_server: Callable) -> None:
+    server = make_server(max_queue_delay_ms=1000.0, max_batch_size=64)
+    with pytest.raises(grpc.RpcError) as info:
+        server.stub.Sample(pb.SampleRequest(model=DCGAN, count=2, seed=1), timeout=0.1)
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    time.sleep(1.3)  # past the batch's flush time: its only piece was dropped
+    assert server.metric("ganserve_batch_size_count", model=f"{DCGAN}:1") == 0
+    assert server.metric("ganserve_queue_depth", model=f"{DCGAN}:1") == 0
+    assert sample(server, 1, 0).shape == (1, 32, 32, 1)  # and the batcher still serves
+
+
+def test_a_broken_model_beside_good_ones(make_server: Callable, tmp_path: Path) -> None:
+    for name in (DCGAN, CGAN):
+        shutil.copytree(MODELS / name, tmp_path / name)
+    (tmp_path / "broken" / "1").mkdir(parents=True)
+    (tmp_path / "broken" / "1" / "model.onnx").write_bytes(b"not an onnx file")
+    server = make_server(model_repository=tmp_path)
+    assert sample(server, 2, 0).shape == (2, 32, 32, 1)
+    listed = {m.name: m for m in server.stub.ListModels(pb.ListModelsRequest()).models}
+    assert listed["broken"].versions[0].state == pb.VersionState.FAILED
+    assert listed["broken"].versions[0].error
+    with pytest.raises(grpc.RpcError) as info:
+        server.stub.Sample(pb.SampleRequest(model="broken", count=1))
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert server.metric("ganserve_model_state", model="broken", state="failed") == 1
+    assert server.metric("ganserve_model_state", model=DCGAN, state="ready") == 1
+    health = health_pb2_grpc.HealthStub(server.channel)
+    check = lambda name: health.Check(health_pb2.HealthCheckRequest(service=name)).status  # noqa: E731
+    assert check("") == health_pb2.HealthCheckResponse.SERVING
+    assert check("model/broken") == health_pb2.HealthCheckResponse.NOT_SERVING
+    assert check(f"model/{DCGAN}") == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_metrics_count_requests_images_and_latency(make_server: Callable) -> None:
+    server = make_server()
+    sample(server, 7, 0)
+    sample(server, 3, 0)
+    with pytest.raises(grpc.RpcError):
+        sample(server, 0, 0)
+    server.stub.Generate(pb.GenerateRequest(model=CGAN, count=4, balanced=True))
+    m = server.metric
+    assert m("ganserve_requests_total", model=DCGAN, method="Sample", code="OK") == 2
+    assert m("ganserve_requests_total", model=DCGAN, method="Sample", code="INVALID_ARGUMENT") == 1
+    assert m("ganserve_images_total", model=DCGAN, method="Sample") == 10
+    assert m("ganserve_images_total", model=CGAN, method="Generate") == 4
+    assert m("ganserve_request_latency_seconds_count", model=DCGAN, method="Sample") == 3
+    assert m("ganserve_compute_latency_seconds_count", model=f"{CGAN}:1") == 1
+    assert m("ganserve_queue_wait_seconds_count", model=f"{DCGAN}:1") == 2
+    assert m("ganserve_model_state", model=PIX2PIX, version="1", state="ready") == 1
+    text = server.metrics()
+    assert re.search(r'ganserve_batch_size_bucket\{le="8.0",model="mnist-dcgan:1"\} 2.0', text)
+
+
+SERVE = [
+    sys.executable,
+    "-m",
+    "server",
+    "--model-repository",
+    str(MODELS),
+    "--port",
+    "0",
+    "--metrics-port",
+    "-1",
+    "--intra-op-threads",
+    "1",
+    "--grace-seconds",
+    "20",
+]
+
+
+def test_sigterm_lets_in_flight_calls_finish_and_refuses_new_ones() -> None:
+    process = subprocess.Popen(
+        SERVE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    try:
+        line = ""
+        deadline = time.monotonic() + 120
+        while "gRPC on" not in line and time.monotonic() < deadline:
+            line = process.stdout.readline() if process.stdout else ""
+        port = int(re.search(r":(\d+),", line).group(1))  # type: ignore[union-attr]
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        stub = __import__("ganserve.v1.ganserve_pb2_grpc", fromlist=["x"]).GeneratorStub(channel)
+        received: list[int] = []
+        errors: list[Exception] = []
+
+        def long_stream() -> None:
+            try:
+                for chunk in stub.SampleStream(
+                    pb.SampleRequest(model=DCGAN, count=6000, chunk_size=200)
+                ):
+                    received.append(chunk.images.shape[0])
+            except grpc.RpcError as exc:
+                errors.append(exc)
+
+        reader = threading.Thread(target=long_stream)
+        reader.start()
+        while not received:
+            time.sleep(0.01)
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Sample(pb.SampleRequest(model=DCGAN, count=1), timeout=5)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        reader.join(60)
+        assert not errors and sum(received) == 6000  # the in-flight stream finished
+        assert process.wait(30) == 0
+        channel.close()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

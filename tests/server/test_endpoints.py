@@ -1,0 +1,181 @@
+"""Every rpc end to end on the shipped models, over a real channel."""
+
+from __future__ import annotations
+
+import io
+
+import grpc
+import numpy as np
+import pytest
+from PIL import Image
+
+from ganserve.latent import latents
+from ganserve.v1 import ganserve_pb2 as pb
+from tests.server.conftest import CGAN, DCGAN, PIX2PIX, RunningServer, images
+
+
+def test_list_and_describe(server: RunningServer) -> None:
+    listed = {m.name: m for m in server.stub.ListModels(pb.ListModelsRequest()).models}
+    assert set(listed) == {DCGAN, CGAN, PIX2PIX}
+    assert listed[DCGAN].kind == "unconditional" and listed[DCGAN].latent_size == 100
+    info = server.stub.DescribeModel(pb.DescribeModelRequest(model=CGAN))
+    assert info.kind == "conditional" and info.num_classes == 10
+    assert list(info.class_names) == [str(i) for i in range(10)]
+    assert (info.height, info.width, info.channels) == (32, 32, 1)
+    assert info.versions[0].state == pb.VersionState.READY
+    assert info.execution_provider == "CPUExecutionProvider"
+    assert '"family": "cgan"' in info.metadata["ganserve.provenance"]
+    translation = server.stub.DescribeModel(pb.DescribeModelRequest(model=PIX2PIX))
+    assert translation.kind == "translation" and translation.size_multiple == 32
+
+
+def test_sample_raw_float_and_png(server: RunningServer) -> None:
+    raw = server.stub.Sample(pb.SampleRequest(model=DCGAN, count=5, seed=1))
+    pixels = images(raw)
+    assert pixels.shape == (5, 32, 32, 1) and raw.layout == "NHWC" and raw.version >= 1
+    assert pixels.std() > 10  # digits, not a blank
+    floats = images(
+        server.stub.Sample(pb.SampleRequest(model=DCGAN, count=5, seed=1, encoding=pb.RAW_FLOAT32))
+    )
+    assert floats.dtype == np.float32 and np.allclose((floats + 1) * 127.5, pixels, atol=1e-3)
+    png = server.stub.Sample(pb.SampleRequest(model=DCGAN, count=5, seed=1, encoding=pb.PNG))
+    decoded = np.stack([np.asarray(Image.open(io.BytesIO(b))) for b in png.png])
+    assert np.array_equal(decoded[..., None], pixels)
+
+
+def test_explicit_latents_match_the_seed_contract(server: RunningServer) -> None:
+    z = latents(9, 40, 3, 100)
+    by_seed = server.stub.Sample(pb.SampleRequest(model=DCGAN, count=3, seed=9, start_index=40))
+    tensor = pb.Tensor(dtype="float32", shape=z.shape, data=z.tobytes())
+    by_latent = server.stub.Sample(pb.SampleRequest(model=DCGAN, latents=tensor))
+    assert images(by_seed).tobytes() == images(by_latent).tobytes()
+
+
+def test_generate_three_ways_to_give_labels(server: RunningServer) -> None:
+    each = server.stub.Generate(
+        pb.GenerateRequest(model=CGAN, seed=2, labels=pb.LabelList(values=[3, 1, 4]))
+    )
+    assert list(each.labels) == [3, 1, 4] and images(each).shape == (3, 32, 32, 1)
+    one = server.stub.Generate(pb.GenerateRequest(model=CGAN, seed=2, count=4, label=7))
+    assert list(one.labels) == [7, 7, 7, 7]
+    balanced = server.stub.Generate(
+        pb.GenerateRequest(model=CGAN, seed=2, count=12, start_index=5, balanced=True)
+    )
+    assert list(balanced.labels) == [5, 6, 7, 8, 9, 0, 1, 2, 3, 4, 5, 6]
+    # the same (seed, index, label) is the same image however it was asked for
+    assert images(each)[0].tobytes() != images(one)[0].tobytes()
+    again = server.stub.Generate(pb.GenerateRequest(model=CGAN, seed=2, count=1, label=3))
+    assert images(again)[0].tobytes() == images(each)[0].tobytes()
+
+
+def test_streams_cover_the_range_in_bounded_chunks(server: RunningServer) -> None:
+    chunks = list(
+        server.stub.SampleStream(pb.SampleRequest(model=DCGAN, count=1000, seed=4, chunk_size=300))
+    )
+    assert [c.start_index for c in chunks] == [0, 300, 600, 900]
+    assert [images(c).shape[0] for c in chunks] == [300, 300, 300, 100]
+    whole = np.concatenate([images(c) for c in chunks])
+    unary = images(server.stub.Sample(pb.SampleRequest(model=DCGAN, count=1000, seed=4)))
+    assert whole.tobytes() == unary.tobytes()
+    generated = list(
+        server.stub.GenerateStream(
+            pb.GenerateRequest(model=CGAN, count=25, seed=4, chunk_size=10, balanced=True)
+        )
+    )
+    labels = [label for c in generated for label in c.labels]
+    assert labels == [i % 10 for i in range(25)]
+
+
+def test_translate_raw_png_and_stream(server: RunningServer) -> None:
+    rng = np.random.default_rng(0)
+    source = (rng.random((3, 64, 32, 1)) > 0.8).astype(np.uint8) * 255
+    tensor = pb.Tensor(dtype="uint8", shape=source.shape, data=source.tobytes())
+    raw = images(server.stub.Translate(pb.TranslateRequest(model=PIX2PIX, images=tensor)))
+    assert raw.shape == (3, 64, 32, 1)
+    pngs = []
+    for image in source:
+        buffer = io.BytesIO()
+        Image.fromarray(image[..., 0]).save(buffer, format="PNG")
+        pngs.append(buffer.getvalue())
+    from_png = images(server.stub.Translate(pb.TranslateRequest(model=PIX2PIX, png=pngs)))
+    assert from_png.tobytes() == raw.tobytes()
+    requests = [pb.TranslateRequest(model=PIX2PIX, images=tensor) for _ in range(3)]
+    streamed = list(server.stub.TranslateStream(iter(requests)))
+    assert len(streamed) == 3 and all(images(s).tobytes() == raw.tobytes() for s in streamed)
+
+
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [
+        (pb.SampleRequest(model=DCGAN, count=0), "count"),
+        (pb.SampleRequest(model=DCGAN, count=5000), "count"),
+        (pb.SampleRequest(model=DCGAN, count=1, truncation=0.01), "truncation"),
+        (pb.SampleRequest(model=DCGAN, count=1, encoding=9), "encoding"),
+        (
+            pb.SampleRequest(
+                model=DCGAN, latents=pb.Tensor(dtype="float32", shape=[1, 7], data=bytes(28))
+            ),
+            "latents",
+        ),
+        (
+            pb.SampleRequest(
+                model=DCGAN, latents=pb.Tensor(dtype="float32", shape=[1, 100], data=bytes(3))
+            ),
+            "latents.data",
+        ),
+        (pb.SampleRequest(model="", count=1), "model"),
+    ],
+)
+def test_bad_sample_fields_are_named(
+    server: RunningServer, request_: pb.SampleRequest, field: str
+) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        server.stub.Sample(request_)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details().startswith(field)
+
+
+def test_bad_generate_and_translate_fields(server: RunningServer) -> None:
+    cases = [
+        (lambda: server.stub.Generate(pb.GenerateRequest(model=CGAN, count=2, label=10)), "label"),
+        (lambda: server.stub.Generate(pb.GenerateRequest(model=CGAN, count=2)), "labels"),
+        (
+            lambda: server.stub.Generate(
+                pb.GenerateRequest(model=CGAN, count=3, labels=pb.LabelList(values=[1])),
+            ),
+            "labels",
+        ),
+        (
+            lambda: server.stub.Translate(
+                pb.TranslateRequest(
+                    model=PIX2PIX,
+                    images=pb.Tensor(dtype="uint8", shape=[1, 30, 32, 1], data=bytes(960)),
+                )
+            ),
+            "images",
+        ),
+        (lambda: server.stub.Translate(pb.TranslateRequest(model=PIX2PIX, png=[b"nope"])), "png"),
+        (lambda: server.stub.Translate(pb.TranslateRequest(model=PIX2PIX)), "images, png"),
+    ]
+    for call, field in cases:
+        with pytest.raises(grpc.RpcError) as info:
+            call()
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, field
+        assert info.value.details().startswith(field), info.value.details()
+
+
+def test_unknown_model_version_and_wrong_kind(server: RunningServer) -> None:
+    for request, code in [
+        (pb.SampleRequest(model="nope", count=1), grpc.StatusCode.NOT_FOUND),
+        (pb.SampleRequest(model=DCGAN, version=99, count=1), grpc.StatusCode.NOT_FOUND),
+        (pb.SampleRequest(model=CGAN, count=1), grpc.StatusCode.FAILED_PRECONDITION),
+    ]:
+        with pytest.raises(grpc.RpcError) as info:
+            server.stub.Sample(request)
+        assert info.value.code() == code
+    with pytest.raises(grpc.RpcError) as info:
+        server.stub.Generate(pb.GenerateRequest(model=DCGAN, count=1, label=1))
+    assert "unconditional; call Sample" in info.value.details()
+    with pytest.raises(grpc.RpcError) as info:
+        server.stub.DescribeModel(pb.DescribeModelRequest(model="nope"))
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
