@@ -4,9 +4,10 @@
 
 Prints a table: raw ONNX Runtime at batch 1, 64 and 256 in this process; then the server (a
 subprocess on port 0) with 256-image unary calls, a 256-chunk stream, and 64 concurrent
-single-image calls, with dynamic batching on (max batch 64) and off (max batch 1). Ratios are
-server over raw at the same batch size. Absolute figures depend on the machine; the ratios are
-what the issue's targets are about.
+single-image calls, with dynamic batching on (max batch 64) and off (max batch 1), and the
+same single-image load against a gRPC server that computes nothing (the stack's ceiling on this
+machine, the client included). Ratios are server over raw at the same batch size. Absolute
+figures depend on the machine; the ratios are what the issue's targets are about.
 """
 
 from __future__ import annotations
@@ -51,24 +52,18 @@ def raw_rate(path: Path, batch: int, seconds: float, threads: int) -> float:
 class Server:
     """`python -m server` in a subprocess on a free port."""
 
-    def __init__(self, threads: int, max_batch: int, delay_ms: float) -> None:
-        cmd = [
-            sys.executable,
-            "-m",
-            "server",
-            "--port",
-            "0",
-            "--metrics-port",
-            "-1",
-            "--intra-op-threads",
-            str(threads),
-            "--max-batch-size",
-            str(max_batch),
-            "--max-queue-delay-ms",
-            str(delay_ms),
-            "--log-level",
-            "WARNING",
-        ]
+    def __init__(self, threads: int, max_batch: int, delay_ms: float, echo: bool = False) -> None:
+        flags = {
+            "--port": 0,
+            "--metrics-port": -1,
+            "--intra-op-threads": threads,
+            "--max-batch-size": max_batch,
+            "--max-queue-delay-ms": delay_ms,
+            "--log-level": "WARNING",
+        }
+        cmd = [sys.executable, "-m", "server", *(str(x) for kv in flags.items() for x in kv)]
+        if echo:
+            cmd = [sys.executable, "-m", "bench.echo_server"]
         self.process = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
         line = ""
         while "gRPC on" not in line:
@@ -91,7 +86,8 @@ async def timed(calls: Callable[[], Awaitable[int]], seconds: float, concurrency
     async def worker() -> None:
         nonlocal done
         while time.perf_counter() < stop:
-            done += await calls()
+            n = await calls()  # not `done += await ...`: that reads `done` before awaiting
+            done += n
 
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -143,6 +139,11 @@ def main() -> int:
         unbatched = asyncio.run(server_rates(off.address, args.model, args.seconds, True))
     finally:
         off.close()
+    echo = Server(args.threads, 1, 0.0, echo=True)
+    try:
+        ceiling = asyncio.run(server_rates(echo.address, args.model, args.seconds, True))
+    finally:
+        echo.close()
     rows = [
         ("raw ONNX Runtime, batch 1", raw[1], ""),
         ("raw ONNX Runtime, batch 64", raw[64], ""),
@@ -166,6 +167,11 @@ def main() -> int:
             "server, batching off (max batch 1): same",
             unbatched["64 concurrent x 1"],
             f"{unbatched['64 concurrent x 1'] / raw[64]:.2f}x raw@64",
+        ),
+        (
+            "gRPC alone, no model (bench.echo_server)",
+            ceiling["64 concurrent x 1"],
+            f"{ceiling['64 concurrent x 1'] / raw[64]:.2f}x raw@64",
         ),
     ]
     print(

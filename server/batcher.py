@@ -100,12 +100,14 @@ class Batcher:
         self._metrics.queue_depth.labels(self.name).set(self._queued_images)
         self._arrived.set()
         try:
+            if len(pieces) == 1:
+                return await pieces[0].future
             outputs = await asyncio.gather(*(p.future for p in pieces))
         except BaseException:
             for p in pieces:  # a cancelled or failed call: drop what has not run yet
                 p.future.cancel()
             raise
-        return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
+        return np.concatenate(outputs)
 
     def _take(self, first: _Piece | None, room: int) -> list[_Piece]:
         """Queued live pieces that share the batch's shape and fit in `room` images."""

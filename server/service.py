@@ -191,7 +191,6 @@ class GeneratorService(pb_grpc.GeneratorServicer):
             reply.images.CopyFrom(array_to_tensor(as_float()))
         else:
             reply.images.CopyFrom(array_to_tensor(uint8))
-        self.metrics.images.labels(mv.name, "").inc(0)  # keep the series visible from start
         return reply
 
     def _check_encoding(self, encoding: int) -> None:

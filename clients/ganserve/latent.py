@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import threading
 from statistics import NormalDist
 
 import numpy as np
@@ -53,11 +54,34 @@ def blocks_per_image(nz: int) -> int:
     return -(-nz // 8)
 
 
+_local = threading.local()
+_WORD = 2**64 - 1
+
+
+def _philox_at(seed: int, counter: int) -> np.random.Philox:
+    """This thread's Philox, set to key `seed` and 256-bit `counter` (the same stream as
+    `Philox(key=seed)` advanced by `counter`, without the cost of building one per call)."""
+    bits = getattr(_local, "bits", None)
+    if bits is None:
+        bits = _local.bits = np.random.Philox(key=0)
+    bits.state = {
+        "bit_generator": "Philox",
+        "state": {
+            "counter": np.array([(counter >> s) & _WORD for s in (0, 64, 128, 192)], np.uint64),
+            "key": np.array([seed & _WORD, 0], np.uint64),
+        },
+        "buffer": np.zeros(4, np.uint64),
+        "buffer_pos": 4,
+        "has_uint32": 0,
+        "uinteger": 0,
+    }
+    return bits
+
+
 def _normals(seed: int, start: int, count: int, nz: int) -> np.ndarray:
     """float32 [count, nz] for images start .. start + count - 1 (steps 1 and 2 above)."""
     blocks = blocks_per_image(nz)
-    bits = np.random.Philox(key=seed)
-    bits.advance(start * blocks)  # the counter of image `start`'s first block
+    bits = _philox_at(seed, start * blocks)  # the counter of image `start`'s first block
     words = bits.random_raw(count * blocks * 4).astype("<u8", copy=False)
     x = words.view("<u4").reshape(count, blocks * 8)[:, :nz]
     base, slope = _tables()
