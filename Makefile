@@ -34,6 +34,7 @@ test: $(VENV)/.dev-installed lint
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/hadolint Dockerfile
 
 format: $(VENV)/.dev-installed
 	$(BIN)/ruff format .

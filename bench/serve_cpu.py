@@ -1,6 +1,7 @@
 """Server vs raw ONNX Runtime, side by side in one run, same model and thread settings.
 
     .venv/bin/python -m bench.serve_cpu [--model mnist-dcgan] [--seconds 5] [--threads 2]
+    python -m bench.serve_cpu --device cuda [--repository DIR --model NAME]   # the GPU matrix
 
 Prints a table: raw ONNX Runtime at batch 1, 64 and 256 in this process; then the server (a
 subprocess on port 0) with 256-image unary calls, a 256-chunk stream, and 64 concurrent
@@ -25,26 +26,23 @@ from pathlib import Path
 import grpc
 import onnxruntime as ort
 
-from export.metadata import ModelCard, example_inputs
+from export.metadata import example_inputs
 from ganserve.v1 import ganserve_pb2 as pb
 from ganserve.v1 import ganserve_pb2_grpc as pb_grpc
+from server.runner import Runner
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def raw_rate(path: Path, batch: int, seconds: float, threads: int) -> float:
-    """Images/s of ONNX Runtime alone, with the server's session options."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    card = ModelCard.from_props(session.get_modelmeta().custom_metadata_map)
-    feeds = example_inputs(card, batch)
-    session.run(None, feeds)
+def raw_rate(path: Path, batch: int, seconds: float, threads: int, device: str) -> float:
+    """Images/s of ONNX Runtime alone, through the server's own Runner (same session options,
+    IO binding on CUDA, output copied to the host)."""
+    runner = Runner(path, device=device, threads=threads)
+    feeds = example_inputs(runner.card, batch)
+    runner.run(feeds)
     n, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
-        session.run(None, feeds)
+        runner.run(feeds)
         n += batch
     return n / (time.perf_counter() - start)
 
@@ -126,15 +124,22 @@ def main() -> int:
     p.add_argument("--model", default="mnist-dcgan")
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument(
+        "--device",
+        default="cpu",
+        choices=("cpu", "cuda"),
+        help="cuda: the same matrix on the GPU (onnxruntime-gpu)",
+    )
+    p.add_argument("--repository", type=Path, default=ROOT / "models")
     args = p.parse_args()
-    path = ROOT / "models" / args.model / "1" / "model.onnx"
-    raw = {b: raw_rate(path, b, args.seconds, args.threads) for b in (1, 64, 256)}
-    on = Server(args.threads, 64, 2.0)
+    path = args.repository / args.model / "1" / "model.onnx"
+    raw = {b: raw_rate(path, b, args.seconds, args.threads, args.device) for b in (1, 64, 256)}
+    on = Server(args.threads, 64, 2.0, device=args.device, repository=args.repository)
     try:
         batched = asyncio.run(server_rates(on.address, args.model, args.seconds, False))
     finally:
         on.close()
-    off = Server(args.threads, 1, 0.0)
+    off = Server(args.threads, 1, 0.0, device=args.device, repository=args.repository)
     try:
         unbatched = asyncio.run(server_rates(off.address, args.model, args.seconds, True))
     finally:
@@ -175,8 +180,8 @@ def main() -> int:
         ),
     ]
     print(
-        f"model {args.model}, {args.threads} ONNX Runtime threads, {args.seconds:g} s per row, "
-        f"{os.cpu_count()} CPU cores, onnxruntime {ort.__version__}"
+        f"model {args.model} on {args.device}, {args.threads} ONNX Runtime threads, "
+        f"{args.seconds:g} s per row, {os.cpu_count()} CPU cores, onnxruntime {ort.__version__}"
     )
     print(f"| {'case':<44} | {'images/s':>9} | ratio |\n|{'-' * 46}|{'-' * 11}|-------|")
     for name, rate, ratio in rows:

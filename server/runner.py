@@ -22,6 +22,11 @@ def choose_providers(device: str) -> list[str]:
     if device == "cuda" and CUDA not in available:
         raise RuntimeError(f"--device cuda: this onnxruntime has no {CUDA} ({available})")
     if device == "cuda" or (device == "auto" and CUDA in available):
+        if hasattr(ort, "preload_dlls"):  # CUDA and cuDNN from PyTorch's wheels, if present
+            try:
+                ort.preload_dlls()
+            except Exception as exc:  # the system's own libraries may still be found
+                log.warning("onnxruntime.preload_dlls failed: %s", exc)
         return [CUDA, CPU]
     return [CPU]
 
@@ -44,6 +49,11 @@ class Runner:
         self.session = ort.InferenceSession(str(path), options, providers=choose_providers(device))
         self.card = ModelCard.from_props(self.session.get_modelmeta().custom_metadata_map)
         self.provider = self.session.get_providers()[0]
+        # ONNX Runtime falls back to the CPU silently when the CUDA libraries are missing.
+        if device == "cuda" and self.provider != CUDA:
+            raise RuntimeError(f"{path}: --device cuda, but the session runs on {self.provider}")
+        if device == "auto" and CUDA in ort.get_available_providers() and self.provider != CUDA:
+            log.warning("%s: CUDA is available but the session fell back to the CPU", path)
         self.output_name = self.session.get_outputs()[0].name
         graph_inputs = [i.name for i in self.session.get_inputs()]
         if graph_inputs != [s.name for s in self.card.inputs]:

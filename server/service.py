@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import io
 import time
@@ -429,6 +430,29 @@ def _same_png_size(blobs: Any) -> bool:
     return len(sizes) == 1
 
 
+class _Outcome:
+    """The status code an rpc ended with (OK unless an exception said otherwise)."""
+
+    code = grpc.StatusCode.OK
+
+
+@contextlib.asynccontextmanager
+async def _statuses(context: grpc.aio.ServicerContext) -> AsyncIterator[_Outcome]:
+    """Map what an rpc raised to its gRPC status: Abort's code, CANCELLED, or INTERNAL."""
+    outcome = _Outcome()
+    try:
+        yield outcome
+    except Abort as exc:
+        outcome.code = exc.code
+        await context.abort(exc.code, str(exc))
+    except asyncio.CancelledError:
+        outcome.code = grpc.StatusCode.CANCELLED
+        raise
+    except Exception as exc:
+        outcome.code = grpc.StatusCode.INTERNAL
+        await context.abort(outcome.code, f"internal error: {type(exc).__name__}: {exc}")
+
+
 def instrumented(service: GeneratorService) -> GeneratorService:
     """Wrap every rpc: status codes from Abort, and the request metrics for each call."""
     metrics = service.metrics
@@ -437,51 +461,34 @@ def instrumented(service: GeneratorService) -> GeneratorService:
         name = getattr(request, "model", "")
         return name if name in service.repo.models else "unknown"
 
-    def record(model: str, method: str, code: grpc.StatusCode, started: float) -> None:
-        metrics.requests.labels(model, method, code.name).inc()
+    def record(model: str, method: str, outcome: _Outcome, started: float) -> None:
+        metrics.requests.labels(model, method, outcome.code.name).inc()
         metrics.request_latency.labels(model, method).observe(time.perf_counter() - started)
 
     def unary(method: str, fn: Callable) -> Callable:
         @functools.wraps(fn)
         async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            started, code = time.perf_counter(), grpc.StatusCode.OK
+            started, outcome = time.perf_counter(), _Outcome()
             try:
-                return await fn(request, context)
-            except Abort as exc:
-                code = exc.code
-                await context.abort(exc.code, str(exc))
-            except asyncio.CancelledError:
-                code = grpc.StatusCode.CANCELLED
-                raise
-            except Exception as exc:
-                code = grpc.StatusCode.INTERNAL
-                await context.abort(code, f"internal error: {type(exc).__name__}: {exc}")
+                async with _statuses(context) as outcome:
+                    return await fn(request, context)
             finally:
-                record(model_label(request), method, code, started)
+                record(model_label(request), method, outcome, started)
 
         return handler
 
     def streaming(method: str, fn: Callable, client_stream: bool) -> Callable:
         @functools.wraps(fn)
         async def handler(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            started, code, label = time.perf_counter(), grpc.StatusCode.OK, "unknown"
+            started, outcome = time.perf_counter(), _Outcome()
+            label = "unknown" if client_stream else model_label(request)
             try:
-                if not client_stream:
-                    label = model_label(request)
-                async for reply in fn(request, context):
-                    label = reply.model
-                    yield reply
-            except Abort as exc:
-                code = exc.code
-                await context.abort(exc.code, str(exc))
-            except asyncio.CancelledError:
-                code = grpc.StatusCode.CANCELLED
-                raise
-            except Exception as exc:
-                code = grpc.StatusCode.INTERNAL
-                await context.abort(code, f"internal error: {type(exc).__name__}: {exc}")
+                async with _statuses(context) as outcome:
+                    async for reply in fn(request, context):
+                        label = reply.model
+                        yield reply
             finally:
-                record(label, method, code, started)
+                record(label, method, outcome, started)
 
         return handler
 

@@ -158,7 +158,7 @@ SERVE = [
     "--intra-op-threads",
     "1",
     "--grace-seconds",
-    "20",
+    "60",  # generous: CI machines are shared; the stream below takes about a second alone
 ]
 
 
@@ -184,7 +184,7 @@ def test_sigterm_lets_in_flight_calls_finish_and_refuses_new_ones() -> None:
         def long_stream() -> None:
             try:
                 for chunk in stub.SampleStream(
-                    pb.SampleRequest(model=DCGAN, count=6000, chunk_size=200)
+                    pb.SampleRequest(model=DCGAN, count=2000, chunk_size=100)
                 ):
                     received.append(chunk.images.shape[0])
             except grpc.RpcError as exc:
@@ -199,9 +199,9 @@ def test_sigterm_lets_in_flight_calls_finish_and_refuses_new_ones() -> None:
         with pytest.raises(grpc.RpcError) as info:
             stub.Sample(pb.SampleRequest(model=DCGAN, count=1), timeout=5)
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
-        reader.join(60)
-        assert not errors and sum(received) == 6000  # the in-flight stream finished
-        assert process.wait(30) == 0
+        reader.join(90)
+        assert not errors and sum(received) == 2000  # the in-flight stream finished
+        assert process.wait(90) == 0
         channel.close()
     finally:
         if process.poll() is None:

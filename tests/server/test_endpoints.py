@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 
 import grpc
 import numpy as np
@@ -179,3 +180,34 @@ def test_unknown_model_version_and_wrong_kind(server: RunningServer) -> None:
     with pytest.raises(grpc.RpcError) as info:
         server.stub.DescribeModel(pb.DescribeModelRequest(model="nope"))
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_container_healthcheck_asks_the_health_service(server: RunningServer) -> None:
+    from server.healthcheck import check, main
+
+    assert check(server.address)
+    assert main([server.address]) == 0
+    assert main(["127.0.0.1:1"]) == 1  # nothing listens there
+
+
+def test_reflection_lists_the_services(server: RunningServer) -> None:
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    stub = reflection_pb2_grpc.ServerReflectionStub(server.channel)
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    (reply,) = list(stub.ServerReflectionInfo(iter([request])))
+    names = {s.name for s in reply.list_services_response.service}
+    assert {"ganserve.v1.Generator", "grpc.health.v1.Health"} <= names
+
+
+def test_size_limits_are_enforced(make_server: Callable[..., RunningServer]) -> None:
+    small = make_server(max_translation_pixels=64 * 32 * 2, max_message_bytes=1 << 20)
+    source = np.zeros((3, 64, 32, 1), np.uint8)  # 3 x 64 x 32 pixels: over the limit of 2
+    tensor = pb.Tensor(dtype="uint8", shape=source.shape, data=source.tobytes())
+    with pytest.raises(grpc.RpcError) as info:
+        small.stub.Translate(pb.TranslateRequest(model=PIX2PIX, images=tensor))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "over the limit" in info.value.details()
+    with pytest.raises(grpc.RpcError) as info:  # 4096 float images of 32x32 = 16 MB > 1 MiB
+        small.stub.Sample(pb.SampleRequest(model=DCGAN, count=4096, encoding=pb.RAW_FLOAT32))
+    assert "message limit" in info.value.details()
