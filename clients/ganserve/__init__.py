@@ -1,7 +1,47 @@
 """ganserve: the Python SDK of the ganserve GAN inference service.
 
-Installs with grpcio, protobuf and numpy alone. `ganserve.latent` is the latent contract the
-server uses too; `ganserve.v1` holds the generated gRPC code (`make protos`).
+    import ganserve
+    with ganserve.Client("localhost:8500") as client:
+        client.generate("mnist-cgan", count=10, balanced=True, seed=7).save_pngs("digits/")
+
+Installs with grpcio, protobuf and numpy alone (`pip install ./clients`). `ganserve.latent` is
+the latent contract the server uses too; `ganserve.v1` holds the generated gRPC code.
 """
 
+from ganserve.client import AsyncClient, Client, RetryPolicy
+from ganserve.errors import (
+    Cancelled,
+    DeadlineExceeded,
+    GanserveError,
+    InvalidArgument,
+    NotFound,
+    Overloaded,
+    ServerError,
+    Unavailable,
+    WrongModelKind,
+)
+from ganserve.latent import latents
+from ganserve.png import encode_png
+from ganserve.types import Images, ModelInfo, VersionState
+
 __version__ = "0.1.0"
+__all__ = [
+    "AsyncClient",
+    "Cancelled",
+    "Client",
+    "DeadlineExceeded",
+    "GanserveError",
+    "Images",
+    "InvalidArgument",
+    "ModelInfo",
+    "NotFound",
+    "Overloaded",
+    "RetryPolicy",
+    "ServerError",
+    "Unavailable",
+    "VersionState",
+    "WrongModelKind",
+    "__version__",
+    "encode_png",
+    "latents",
+]

@@ -20,7 +20,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ganserve.v1 import ganserve_pb2 as pb
-from tests.server.conftest import CGAN, DCGAN, MODELS, PIX2PIX, RunningServer, images
+from tests.servers import CGAN, DCGAN, MODELS, PIX2PIX, RunningServer, images
 
 
 def sample(server: RunningServer, count: int, start: int, seed: int = 5) -> np.ndarray:

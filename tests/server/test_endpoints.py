@@ -12,7 +12,7 @@ from PIL import Image
 
 from ganserve.latent import latents
 from ganserve.v1 import ganserve_pb2 as pb
-from tests.server.conftest import CGAN, DCGAN, PIX2PIX, RunningServer, images
+from tests.servers import CGAN, DCGAN, PIX2PIX, RunningServer, images
 
 
 def test_list_and_describe(server: RunningServer) -> None:

@@ -1,18 +1,16 @@
-"""A real server on port 0 in a background thread, and helpers to call it."""
+"""A real server on port 0 in a background thread, and helpers to call it (fixtures: conftest)."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 import urllib.request
-from collections.abc import Coroutine, Iterator
-from dataclasses import replace
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
 import numpy as np
-import pytest
 
 from ganserve.v1 import ganserve_pb2 as pb
 from ganserve.v1 import ganserve_pb2_grpc as pb_grpc
@@ -20,7 +18,7 @@ from server.app import GanServer
 from server.config import ServerConfig
 
 T = TypeVar("T")
-MODELS = Path(__file__).resolve().parents[2] / "models"
+MODELS = Path(__file__).resolve().parents[1] / "models"
 DCGAN, CGAN, PIX2PIX = "mnist-dcgan", "mnist-cgan", "mnist-edges2digits"
 BASE = ServerConfig(
     model_repository=MODELS, port=0, metrics_port=0, intra_op_threads=1, grace_seconds=5
@@ -62,33 +60,14 @@ class RunningServer:
         return 0.0
 
     def stop(self, grace: float = 5) -> None:
+        """Drain and stop the server and its loop (a second call does nothing)."""
+        if self.loop.is_closed():
+            return
         self.channel.close()
         self.call(self.server.stop(grace), timeout=grace + 30)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
         self.loop.close()
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[RunningServer]:
-    running = RunningServer(BASE)
-    yield running
-    running.stop()
-
-
-@pytest.fixture
-def make_server() -> Iterator:
-    """Start servers with custom settings; every one is stopped at the end of the test."""
-    started: list[RunningServer] = []
-
-    def make(**changes: object) -> RunningServer:
-        running = RunningServer(replace(BASE, **changes))
-        started.append(running)
-        return running
-
-    yield make
-    for running in started:
-        running.stop(grace=1)
 
 
 def images(batch: pb.ImageBatch) -> np.ndarray:

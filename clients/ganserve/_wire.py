@@ -1,0 +1,159 @@
+"""Keyword arguments → protobuf requests, and replies → SDK types (shared by both clients)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ganserve.errors import InvalidArgument
+from ganserve.types import Images, ModelInfo, VersionState
+from ganserve.v1 import ganserve_pb2 as pb
+
+ENCODINGS = {"uint8": pb.RAW_UINT8, "float32": pb.RAW_FLOAT32}
+_STATES = {
+    pb.VersionState.READY: "READY",
+    pb.VersionState.LOADING: "LOADING",
+    pb.VersionState.FAILED: "FAILED",
+}
+
+
+def tensor(array: np.ndarray) -> pb.Tensor:
+    array = np.ascontiguousarray(array)
+    little = array.astype(array.dtype.newbyteorder("<"), copy=False)
+    return pb.Tensor(dtype=array.dtype.name, shape=array.shape, data=little.tobytes())
+
+
+def encoding(value: str) -> int:
+    if value not in ENCODINGS:
+        raise InvalidArgument(f"encoding: {value!r}; one of {', '.join(ENCODINGS)}")
+    return ENCODINGS[value]
+
+
+def sample_request(
+    model: str,
+    count: int | None,
+    *,
+    seed: int,
+    start_index: int,
+    latents: np.ndarray | None,
+    truncation: float,
+    version: int,
+    output: str,
+    chunk_size: int = 0,
+) -> pb.SampleRequest:
+    request = pb.SampleRequest(
+        model=model,
+        version=version,
+        seed=seed,
+        start_index=start_index,
+        truncation=truncation,
+        encoding=encoding(output),
+        chunk_size=chunk_size,
+    )
+    if latents is not None:
+        request.latents.CopyFrom(tensor(np.asarray(latents, np.float32)))
+    elif count is None:
+        raise InvalidArgument("count: give a count of images, or latents")
+    else:
+        request.count = count
+    return request
+
+
+def generate_request(
+    model: str,
+    count: int | None,
+    *,
+    labels: Sequence[int] | np.ndarray | None,
+    label: int | None,
+    balanced: bool,
+    **kwargs: Any,
+) -> pb.GenerateRequest:
+    given = sum(x is not None and x is not False for x in (labels, label, balanced))
+    if given != 1:
+        raise InvalidArgument("labels, label, balanced: give exactly one")
+    if labels is not None and count is None and kwargs.get("latents") is None:
+        count = len(labels)
+    base = sample_request(model, count, **kwargs)
+    request = pb.GenerateRequest()
+    for name in (
+        "model",
+        "version",
+        "seed",
+        "start_index",
+        "truncation",
+        "encoding",
+        "chunk_size",
+        "count",
+    ):
+        setattr(request, name, getattr(base, name))
+    if base.HasField("latents"):
+        request.latents.CopyFrom(base.latents)
+    if labels is not None:
+        request.labels.values.extend(int(v) for v in labels)
+    elif label is not None:
+        request.label = label
+    else:
+        request.balanced = True
+    return request
+
+
+def translate_request(
+    model: str, images: np.ndarray, *, version: int, output: str
+) -> pb.TranslateRequest:
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4:
+        raise InvalidArgument(f"images: {images.dtype}{list(images.shape)}; uint8 [N, H, W, C]")
+    return pb.TranslateRequest(
+        model=model, version=version, images=tensor(images), encoding=encoding(output)
+    )
+
+
+def images(reply: pb.ImageBatch) -> Images:
+    t = reply.images
+    dtype = np.dtype({"uint8": np.uint8, "float32": np.float32}[t.dtype]).newbyteorder("<")
+    pixels = np.frombuffer(t.data, dtype).reshape(tuple(t.shape))
+    labels = np.asarray(reply.labels, np.int64) if len(reply.labels) else None
+    return Images(pixels, reply.model, reply.version, reply.start_index, labels)
+
+
+def model_info(info: pb.ModelInfo) -> ModelInfo:
+    return ModelInfo(
+        name=info.name,
+        version=info.version,
+        kind=info.kind,
+        latent_size=info.latent_size,
+        num_classes=info.num_classes,
+        class_names=tuple(info.class_names),
+        height=info.height,
+        width=info.width,
+        channels=info.channels,
+        size_multiple=info.size_multiple,
+        max_batch_size=info.max_batch_size,
+        max_images_per_call=info.max_images_per_call,
+        execution_provider=info.execution_provider,
+        versions=tuple(
+            VersionState(v.version, _STATES.get(v.state, "UNKNOWN"), v.error) for v in info.versions
+        ),
+        metadata=dict(info.metadata),
+    )
+
+
+def resume(request: Any, received: int) -> Any:
+    """The same stream request for the images after the first `received` (a retry mid-stream:
+    images depend on (seed, index, label) alone, so the rest of the stream is the same)."""
+    rest = type(request)()
+    rest.CopyFrom(request)
+    rest.start_index = request.start_index + received
+    if request.HasField("latents"):
+        n = request.latents.shape[0]
+        row = len(request.latents.data) // max(n, 1)
+        rest.latents.shape[0] = n - received
+        rest.latents.data = request.latents.data[received * row :]
+    elif isinstance(request, pb.GenerateRequest) and request.WhichOneof("condition") == "labels":
+        del rest.labels.values[:received]
+        rest.count = len(rest.labels.values)
+    else:
+        rest.count = request.count - received
+    return rest

@@ -1,0 +1,85 @@
+"""One exception tree for every failure the service reports, mapped from gRPC status codes."""
+
+from __future__ import annotations
+
+import grpc
+
+
+class GanserveError(Exception):
+    """Base of every error the SDK raises; `code` is the gRPC status (None for local errors)."""
+
+    code: grpc.StatusCode | None = None
+
+    def __init__(self, message: str, code: grpc.StatusCode | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+class InvalidArgument(GanserveError, ValueError):
+    """A field is out of range; the message names it (INVALID_ARGUMENT)."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class NotFound(GanserveError, LookupError):
+    """No such model or version (NOT_FOUND)."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class WrongModelKind(GanserveError):
+    """The model's kind does not offer this call, e.g. labels for an unconditional model."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class Overloaded(GanserveError):
+    """The model's queue is full (RESOURCE_EXHAUSTED); retried with backoff before raising."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class Unavailable(GanserveError, ConnectionError):
+    """No server answered, or it is draining (UNAVAILABLE); retried before raising."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class DeadlineExceeded(GanserveError, TimeoutError):
+    """The call's timeout passed (DEADLINE_EXCEEDED)."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class Cancelled(GanserveError):
+    """The call was cancelled (CANCELLED)."""
+
+    code = grpc.StatusCode.CANCELLED
+
+
+class ServerError(GanserveError):
+    """Anything else the server reported (INTERNAL, UNKNOWN, ...)."""
+
+
+_BY_CODE: dict[grpc.StatusCode, type[GanserveError]] = {
+    cls.code: cls  # type: ignore[misc]
+    for cls in (
+        InvalidArgument,
+        NotFound,
+        WrongModelKind,
+        Overloaded,
+        Unavailable,
+        DeadlineExceeded,
+        Cancelled,
+    )
+}
+RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
+
+
+def from_rpc_error(exc: grpc.RpcError) -> GanserveError:
+    """The SDK exception for a failed rpc (keeps the server's message)."""
+    code = exc.code() if hasattr(exc, "code") else None  # type: ignore[attr-defined]
+    details = exc.details() if hasattr(exc, "details") else str(exc)  # type: ignore[attr-defined]
+    cls = _BY_CODE.get(code, ServerError)  # type: ignore[arg-type]
+    return cls(f"{code.name if code else 'UNKNOWN'}: {details}", code)

@@ -1,0 +1,172 @@
+"""The SDK against real servers on port 0: sync and async mirror each other."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import ganserve
+from ganserve import AsyncClient, Client
+from tests.servers import CGAN, DCGAN, PIX2PIX, RunningServer
+
+PUBLIC = [
+    "list_models",
+    "describe_model",
+    "sample",
+    "generate",
+    "translate",
+    "sample_stream",
+    "generate_stream",
+]
+
+
+class Mirror:
+    """Runs the same call on Client or AsyncClient and returns plain results."""
+
+    def __init__(self, kind: str, address: str | list[str], **options: Any) -> None:
+        self.kind = kind
+        self.loop = asyncio.new_event_loop() if kind == "async" else None
+        if self.loop:
+            self.client = self.loop.run_until_complete(self._make(address, options))
+        else:
+            self.client = Client(address, **options)
+
+    @staticmethod
+    async def _make(address: str | list[str], options: dict) -> AsyncClient:
+        return AsyncClient(address, **options)
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        method = getattr(self.client, name)
+        streaming = name.endswith("_stream")
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if self.loop is None:
+                result = method(*args, **kwargs)
+                return list(result) if streaming else result
+            if streaming:
+
+                async def collect() -> list:
+                    return [batch async for batch in method(*args, **kwargs)]
+
+                return self.loop.run_until_complete(collect())
+            return self.loop.run_until_complete(method(*args, **kwargs))
+
+        return call
+
+    def close(self) -> None:
+        if self.loop:
+            self.loop.run_until_complete(self.client.close())
+            self.loop.close()
+        else:
+            self.client.close()
+
+
+@pytest.fixture(params=["sync", "async"])
+def client(request: pytest.FixtureRequest, server: RunningServer) -> Iterator[Mirror]:
+    mirror = Mirror(request.param, server.address, seed=0)
+    yield mirror
+    mirror.close()
+
+
+def test_sync_and_async_clients_have_the_same_methods_and_signatures() -> None:
+    for name in PUBLIC:
+        sync, aio = getattr(Client, name), getattr(AsyncClient, name)
+        assert inspect.signature(sync) == inspect.signature(aio) or (
+            str(inspect.signature(sync)).replace("Iterator", "AsyncIterator")
+            == str(inspect.signature(aio))
+        ), name
+
+
+def test_all_names_what_the_package_exports() -> None:
+    public = {
+        n for n, v in vars(ganserve).items() if not n.startswith("_") and not inspect.ismodule(v)
+    }
+    assert set(ganserve.__all__) == public | {"__version__"}
+    assert len(ganserve.__all__) == len(set(ganserve.__all__))
+
+
+def test_calls_return_numpy_images(client: Mirror, server: RunningServer, tmp_path: Path) -> None:
+    models = {m.name: m for m in client.list_models()}
+    assert models[CGAN].kind == "conditional" and models[CGAN].num_classes == 10
+    info = client.describe_model(DCGAN)
+    assert info.latent_size == 100 and info.versions[0].state == "READY"
+    images = client.sample(DCGAN, 4, seed=3)
+    assert images.pixels.shape == (4, 32, 32, 1) and images.pixels.dtype == np.uint8
+    z = ganserve.latents(3, 0, 4, 100)  # the latent contract, reproduced locally
+    assert client.sample(DCGAN, latents=z).pixels.tobytes() == images.pixels.tobytes()
+    digits = client.generate(CGAN, 10, balanced=True, seed=1)
+    assert digits.labels.tolist() == list(range(10))
+    assert client.generate(CGAN, labels=[4, 2]).labels.tolist() == [4, 2]
+    source = np.zeros((2, 32, 32, 1), np.uint8)
+    assert client.translate(PIX2PIX, source).pixels.shape == (2, 32, 32, 1)
+    chunks = client.sample_stream(DCGAN, 10, seed=3, chunk_size=4)
+    assert [len(c) for c in chunks] == [4, 4, 2] and chunks[1].start_index == 4
+    streamed = client.generate_stream(CGAN, 5, label=9, chunk_size=2)
+    assert [c.labels.tolist() for c in streamed] == [[9, 9], [9, 9], [9]]
+    paths = images.save_pngs(tmp_path / client.kind, prefix="dcgan-")
+    assert [p.name for p in paths][:2] == ["dcgan-00000000.png", "dcgan-00000001.png"]
+    assert paths[0].read_bytes().startswith(b"\x89PNG")
+
+
+def test_errors_map_to_one_exception_tree(client: Mirror) -> None:
+    with pytest.raises(ganserve.NotFound):
+        client.sample("nope", 1)
+    with pytest.raises(ganserve.WrongModelKind, match="call Sample"):
+        client.generate(DCGAN, 2, label=1)  # labels for an unconditional model
+    with pytest.raises(ganserve.InvalidArgument, match="count"):
+        client.sample(DCGAN, 0)
+    with pytest.raises(ganserve.InvalidArgument, match="labels, label, balanced"):
+        client.generate(CGAN, 2)  # caught before any call
+    with pytest.raises(ganserve.GanserveError):
+        client.sample(DCGAN, 10**6)
+
+
+def test_round_robin_spreads_calls_over_two_servers(make_server: Callable) -> None:
+    a, b = make_server(), make_server()
+    with Client([a.address, b.address]) as two:
+        for _ in range(6):
+            two.sample(DCGAN, 1)
+    served = [
+        s.metric("ganserve_requests_total", model=DCGAN, method="Sample", code="OK") for s in (a, b)
+    ]
+    assert served == [3, 3]
+
+
+def test_unavailable_servers_are_retried_then_reported() -> None:
+    policy = ganserve.RetryPolicy(max_attempts=3, initial_backoff=0.01)
+    with (
+        Client("127.0.0.1:1", retry=policy, timeout=5) as nowhere,
+        pytest.raises(ganserve.Unavailable),
+    ):
+        nowhere.sample(DCGAN, 1)
+
+
+def test_calls_and_streams_survive_a_server_restart(make_server: Callable) -> None:
+    first = make_server()
+    port = first.server.port
+    with Client(
+        first.address,
+        timeout=60,
+        seed=0,
+        retry=ganserve.RetryPolicy(max_attempts=50, max_backoff=0.5),
+    ) as client:
+        whole = np.concatenate(
+            [c.pixels for c in client.sample_stream(DCGAN, 600, seed=2, chunk_size=50)]
+        )
+        stream = client.sample_stream(DCGAN, 600, seed=2, chunk_size=50)
+        got = [next(stream).pixels]
+        first.stop(grace=0)  # the stream breaks mid-way, and the server is gone for a while
+        restarted: list[RunningServer] = []
+        timer = threading.Timer(1.0, lambda: restarted.append(make_server(port=port)))
+        timer.start()
+        got += [c.pixels for c in stream]  # retried until the server is back, then resumed
+        timer.join()
+        assert np.concatenate(got).tobytes() == whole.tobytes()  # nothing lost or repeated
+        assert client.sample(DCGAN, 2).pixels.shape == (2, 32, 32, 1)
