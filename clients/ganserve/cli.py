@@ -9,6 +9,9 @@ USAGE = """usage: ganserve COMMAND [ARGS]
 
 commands:
   serve      run the gRPC server on a model repository (ganserve serve --help)
+  generate   make a dataset of generated images, resumable (ganserve generate --help)
+  translate  translate a folder of PNG images into another, resumable
+  verify     check a dataset folder against its manifest
 """
 
 
@@ -28,6 +31,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return 2
         return serve_main(rest)
+    if command == "generate":
+        from ganserve.bulk import main_generate
+
+        return main_generate(rest)
+    if command == "translate":
+        from ganserve.bulk import main_translate
+
+        return main_translate(rest)
+    if command == "verify":
+        from ganserve.bulk import main_verify
+
+        return main_verify(rest)
     print(f"ganserve: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2
 

@@ -250,6 +250,21 @@ class Client(_Base):
         request = _wire.translate_request(model, images, version=version, output=output)
         return _wire.images(self._call("Translate", request, timeout))
 
+    def translate_png(
+        self,
+        model: str,
+        png: Sequence[bytes],
+        *,
+        version: int = 0,
+        output: str = "uint8",
+        timeout: float | None = None,
+    ) -> Images:
+        """Translations of PNG files (bytes, all of one size), decoded by the server."""
+        request = pb.TranslateRequest(
+            model=model, version=version, png=list(png), encoding=_wire.encoding(output)
+        )
+        return _wire.images(self._call("Translate", request, timeout))
+
     def sample_stream(
         self,
         model: str,
@@ -465,6 +480,21 @@ class AsyncClient(_Base):
     ) -> Images:
         """As `Client.translate`."""
         request = _wire.translate_request(model, images, version=version, output=output)
+        return _wire.images(await self._call("Translate", request, timeout))
+
+    async def translate_png(
+        self,
+        model: str,
+        png: Sequence[bytes],
+        *,
+        version: int = 0,
+        output: str = "uint8",
+        timeout: float | None = None,
+    ) -> Images:
+        """As `Client.translate_png`."""
+        request = pb.TranslateRequest(
+            model=model, version=version, png=list(png), encoding=_wire.encoding(output)
+        )
         return _wire.images(await self._call("Translate", request, timeout))
 
     def sample_stream(

@@ -22,6 +22,7 @@ PUBLIC = [
     "sample",
     "generate",
     "translate",
+    "translate_png",
     "sample_stream",
     "generate_stream",
 ]

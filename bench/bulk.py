@@ -1,0 +1,64 @@
+"""The bulk job against the server's own streaming throughput, side by side in one run.
+
+    .venv/bin/python -m bench.bulk [--model mnist-dcgan] [--count 20000]
+
+Starts the server (a subprocess on port 0), then measures: one SampleStream of `count` images
+read by the SDK (the ceiling), and `ganserve generate` writing the same images as NPZ shards
+and as PNG files into a temporary folder. Target (issue #5): NPZ ≥ 0.8x the stream.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+
+from bench.serve_cpu import Server
+from ganserve import Client
+from ganserve.bulk import run_job
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--model", default="mnist-dcgan")
+    p.add_argument("--count", type=int, default=20000)
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    args = p.parse_args()
+    server = Server(args.threads, 64, 2.0)
+    try:
+        with Client(server.address) as client:
+            sum(len(b) for b in client.sample_stream(args.model, 1000))  # warm-up
+            start = time.perf_counter()
+            n = sum(len(b) for b in client.sample_stream(args.model, args.count, chunk_size=256))
+            stream = n / (time.perf_counter() - start)
+        rows = [("SDK reading one SampleStream (chunks of 256)", stream, "")]
+        for fmt in ("npz", "png"):
+            with tempfile.TemporaryDirectory() as out:
+                start = time.perf_counter()
+                asyncio.run(
+                    run_job(
+                        [server.address], args.model, out, count=args.count, fmt=fmt, quiet=True
+                    )
+                )
+                rate = args.count / (time.perf_counter() - start)
+            rows.append(
+                (
+                    f"ganserve generate --format {fmt} (2 streams)",
+                    rate,
+                    f"{rate / stream:.2f}x stream",
+                )
+            )
+    finally:
+        server.close()
+    print(f"model {args.model}, {args.count} images, {os.cpu_count()} CPU cores")
+    print(f"| {'case':<46} | {'images/s':>9} | ratio |\n|{'-' * 48}|{'-' * 11}|-------|")
+    for name, rate, ratio in rows:
+        print(f"| {name:<46} | {rate:>9.0f} | {ratio} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,563 @@
+"""Bulk jobs: N images from a generator into a dataset on disk that survives crashes.
+
+The job is cut into shards of `shard_size` consecutive indices under one seed. Each shard is
+written to a temporary name and renamed when complete, then recorded in `manifest.jsonl`
+(shard, seed, start index, count, labels per class, model, version, files, sha256). A re-run of
+the same command skips the shards the manifest records (and whose files still match their
+checksum) and makes only the missing ones; since an image is a function of (model version,
+seed, index, label), the finished dataset is byte-identical to an uninterrupted run. At the
+end the manifest is rewritten in shard order, so it is identical too.
+
+Formats: `npz` (one `shard-NNNNN.npz` per shard: `images` uint8 [n, H, W, C], `indices`,
+and `labels` for conditional models; written with fixed zip timestamps so the bytes repeat)
+or `png` (one folder per class, `<class>/<index>.png`, the layout torchvision's ImageFolder
+reads; `images/` for unconditional models).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+import os
+import sys
+import time
+import zipfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ganserve.client import AsyncClient, RetryPolicy
+from ganserve.errors import GanserveError, InvalidArgument
+from ganserve.png import encode_png
+from ganserve.types import ModelInfo
+
+MANIFEST = "manifest.jsonl"
+FORMATS = ("npz", "png")
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a bulk job makes; a re-run must describe the same job to resume it."""
+
+    model: str
+    version: int
+    count: int
+    seed: int = 0
+    format: str = "npz"
+    shard_size: int = 1000
+    conditional: bool = False
+    num_classes: int = 0
+    class_names: tuple[str, ...] = ()
+
+    @property
+    def shards(self) -> int:
+        return -(-self.count // self.shard_size)
+
+    def span(self, shard: int) -> tuple[int, int]:
+        """(start index, count) of one shard."""
+        start = shard * self.shard_size
+        return start, min(self.shard_size, self.count - start)
+
+    def labels(self, start: int, n: int) -> np.ndarray | None:
+        """Balanced labels: index i shows class i mod num_classes (the server's rule)."""
+        if not self.conditional:
+            return None
+        return (np.arange(start, start + n, dtype=np.int64)) % self.num_classes
+
+
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """An .npz archive whose bytes depend on the arrays alone (fixed zip timestamps)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        for name, array in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_TIME)
+            with archive.open(info, "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _write_atomic(path: Path, data: bytes, sync: bool = True) -> None:
+    """Write to a temporary name, then rename: a reader never sees half a file. `sync=False`
+    skips fsync (PNG files: a shard's checksum is checked again on resume, so a file lost
+    to a power cut is redone rather than trusted)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("wb") as f:
+        f.write(data)
+        if sync:
+            f.flush()
+            os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _read_records(manifest: Path) -> list[dict]:
+    """The manifest's JSON lines, skipping a line torn by a kill (its shard is redone)."""
+    records = []
+    for line in manifest.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    return records
+
+
+def _sha256(paths: Sequence[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+class Dataset:
+    """The output folder: shard files plus the manifest."""
+
+    def __init__(self, out: Path, job: Job) -> None:
+        self.out, self.job = Path(out), job
+        self.manifest = self.out / MANIFEST
+
+    def folder(self, label: int | None) -> Path:
+        if label is None:
+            return self.out / "images"
+        return self.out / self.job.class_names[label]
+
+    def files(self, shard: int) -> list[Path]:
+        start, n = self.job.span(shard)
+        if self.job.format == "npz":
+            return [self.out / f"shard-{shard:05d}.npz"]
+        labels = self.job.labels(start, n)
+        return [
+            self.folder(None if labels is None else int(labels[k])) / f"{start + k:08d}.png"
+            for k in range(n)
+        ]
+
+    def read_manifest(self) -> tuple[dict | None, dict[int, dict]]:
+        """(the job header, shard records), ignoring a torn last line from a crash."""
+        if not self.manifest.exists():
+            return None, {}
+        header, shards = None, {}
+        for record in _read_records(self.manifest):
+            if "job" in record:
+                header = record["job"]
+            elif "shard" in record:
+                shards[record["shard"]] = record
+        return header, shards
+
+    def start(self) -> dict[int, dict]:
+        """Check that the folder holds this job (or nothing); return the finished shards."""
+        header, shards = self.read_manifest()
+        wanted = asdict(self.job)
+        wanted["class_names"] = list(self.job.class_names)
+        if header is not None and header != wanted:
+            diff = {k: (header.get(k), v) for k, v in wanted.items() if header.get(k) != v}
+            raise InvalidArgument(
+                f"out: {self.out} holds a different job (was, now: {diff}); use another folder"
+            )
+        self.out.mkdir(parents=True, exist_ok=True)
+        if header is None:
+            with self.manifest.open("a") as f:
+                f.write(json.dumps({"job": wanted}) + "\n")
+        done = {}
+        for k, record in shards.items():
+            files = self.files(k)
+            if all(p.exists() for p in files) and _sha256(files) == record["sha256"]:
+                done[k] = record
+        return done
+
+    def write(self, shard: int, pixels: np.ndarray) -> dict:
+        """Write one shard atomically and return its manifest record."""
+        start, n = self.job.span(shard)
+        labels = self.job.labels(start, n)
+        files = self.files(shard)
+        if self.job.format == "npz":
+            arrays = {"images": pixels, "indices": np.arange(start, start + n, dtype=np.int64)}
+            if labels is not None:
+                arrays["labels"] = labels
+            _write_atomic(files[0], npz_bytes(arrays))
+        else:
+            for path, image in zip(files, pixels, strict=True):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                _write_atomic(path, encode_png(image), sync=False)
+        per_class = None if labels is None else np.bincount(labels, minlength=self.job.num_classes)
+        return {
+            "shard": shard,
+            "seed": self.job.seed,
+            "start_index": start,
+            "count": n,
+            "labels": None if per_class is None else per_class.tolist(),
+            "model": self.job.model,
+            "version": self.job.version,
+            "files": [str(p.relative_to(self.out)) for p in files]
+            if len(files) == 1
+            else f"{len(files)} png files",
+            "sha256": _sha256(files),
+        }
+
+    def record(self, entry: dict) -> None:
+        with self.manifest.open("a") as f:
+            f.write(json.dumps(entry, sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def finish(self, records: dict[int, dict]) -> None:
+        """Rewrite the manifest in shard order (identical whatever order shards finished in)."""
+        header = asdict(self.job)
+        header["class_names"] = list(self.job.class_names)
+        lines = [json.dumps({"job": header})]
+        lines += [json.dumps(records[k], sort_keys=True) for k in sorted(records)]
+        _write_atomic(self.manifest, ("\n".join(lines) + "\n").encode())
+
+
+class Progress:
+    """A one-line progress report on stderr: images, images/s, ETA (no dependencies)."""
+
+    def __init__(self, total: int, done: int, quiet: bool = False) -> None:
+        self.total, self.done, self.quiet = total, done, quiet
+        self.started, self.first, self.last = time.monotonic(), done, 0.0
+
+    def add(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if self.quiet or (now - self.last < 0.5 and self.done < self.total):
+            return
+        self.last = now
+        rate = (self.done - self.first) / max(now - self.started, 1e-9)
+        eta = (self.total - self.done) / rate if rate else float("inf")
+        sys.stderr.write(
+            f"\r{self.done:,}/{self.total:,} images  {rate:,.0f} images/s  ETA {eta:,.0f} s   "
+        )
+        if self.done >= self.total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+async def _describe(client: AsyncClient, model: str, version: int) -> ModelInfo:
+    info = await client.describe_model(model, version=version)
+    if info.kind == "translation":
+        raise InvalidArgument(f"model: {model!r} translates images; use `ganserve translate`")
+    return info
+
+
+async def run_job(
+    servers: Sequence[str],
+    model: str,
+    out: str | Path,
+    *,
+    count: int | None = None,
+    per_class: int | None = None,
+    seed: int = 0,
+    fmt: str = "npz",
+    shard_size: int = 1000,
+    streams: int = 2,
+    version: int = 0,
+    timeout: float = 600.0,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Make (or finish) the dataset; returns a summary. See the module docstring."""
+    if fmt not in FORMATS:
+        raise InvalidArgument(f"format: {fmt!r}; one of {', '.join(FORMATS)}")
+    if shard_size < 1 or streams < 1:
+        raise InvalidArgument("shard_size, streams: must be at least 1")
+    if (count is None) == (per_class is None):
+        raise InvalidArgument("count, per_class: give exactly one")
+    retry = RetryPolicy(max_attempts=30, max_backoff=5.0)
+    async with AsyncClient(list(servers), timeout=timeout, retry=retry) as client:
+        info = await _describe(client, model, version)
+        conditional = info.kind == "conditional"
+        if per_class is not None:
+            if not conditional:
+                raise InvalidArgument(
+                    f"per_class: {model!r} is unconditional and has no classes; give a count"
+                )
+            count = per_class * info.num_classes
+        assert count is not None
+        if count < 1:
+            raise InvalidArgument(f"count: {count}; must be at least 1")
+        job = Job(
+            model,
+            info.version,
+            count,
+            seed,
+            fmt,
+            shard_size,
+            conditional,
+            info.num_classes if conditional else 0,
+            info.class_names if conditional else (),
+        )
+        dataset = Dataset(Path(out), job)
+        records = dataset.start()
+        todo: asyncio.Queue[int] = asyncio.Queue()
+        for k in range(job.shards):
+            if k not in records:
+                todo.put_nowait(k)
+        progress = Progress(count, sum(r["count"] for r in records.values()), quiet)
+
+        async def worker() -> None:
+            while not todo.empty():
+                shard = todo.get_nowait()
+                start, n = job.span(shard)
+                chunks = []
+                kwargs = dict(seed=seed, start_index=start, version=job.version, chunk_size=256)
+                stream = (
+                    client.generate_stream(model, n, balanced=True, **kwargs)
+                    if conditional
+                    else client.sample_stream(model, n, **kwargs)
+                )
+                async for batch in stream:
+                    chunks.append(batch.pixels)
+                    progress.add(len(batch))
+                pixels = np.concatenate(chunks)
+                record = await asyncio.to_thread(dataset.write, shard, pixels)
+                dataset.record(record)
+                records[shard] = record
+
+        await asyncio.gather(*(worker() for _ in range(min(streams, job.shards))))
+        dataset.finish(records)
+        return {
+            "out": str(out),
+            "images": count,
+            "shards": job.shards,
+            "model": model,
+            "version": job.version,
+        }
+
+
+def verify(out: str | Path) -> list[str]:
+    """Problems found in a dataset folder (empty when every shard matches its manifest)."""
+    out = Path(out)
+    manifest = out / MANIFEST
+    if not manifest.exists():
+        return [f"{manifest}: missing"]
+    lines = _read_records(manifest)
+    header = next((r["job"] for r in lines if "job" in r), None)
+    records = {r["shard"]: r for r in lines if "shard" in r}
+    if header is None:
+        return [f"{manifest}: no job header"]
+    if "sources" in header:  # a translation job: each record lists its output files
+        shards = -(-header["count"] // header["shard_size"])
+        problems = [
+            f"shard {k}: missing from the manifest" for k in range(shards) if k not in records
+        ]
+        for k, record in sorted(records.items()):
+            outputs = [out / name for name in record["files"]]
+            if not all(p.exists() for p in outputs) or _sha256(outputs) != record["sha256"]:
+                problems.append(f"shard {k}: files missing or not matching the manifest")
+        return problems
+    header["class_names"] = tuple(header["class_names"])
+    job = Job(**header)
+    dataset = Dataset(out, job)
+    problems = [
+        f"shard {k}: missing from the manifest" for k in range(job.shards) if k not in records
+    ]
+    for k, record in sorted(records.items()):
+        files = dataset.files(k)
+        missing = [str(p) for p in files if not p.exists()]
+        if missing:
+            problems.append(f"shard {k}: {len(missing)} file(s) missing, e.g. {missing[0]}")
+        elif _sha256(files) != record["sha256"]:
+            problems.append(f"shard {k}: checksum does not match the manifest")
+    return problems
+
+
+def main_generate(argv: Sequence[str]) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(
+        prog="ganserve generate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", required=True)
+    p.add_argument("--version", type=int, default=0, help="0: the highest (pinned for the job)")
+    size = p.add_mutually_exclusive_group(required=True)
+    size.add_argument("--count", type=int, help="images in all (balanced over classes)")
+    size.add_argument("--per-class", type=int, help="images per class (conditional models)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True, help="output folder (resumable)")
+    p.add_argument("--format", choices=FORMATS, default="npz")
+    p.add_argument("--shard-size", type=int, default=1000)
+    p.add_argument("--streams", type=int, default=2, help="concurrent streams")
+    p.add_argument("--server", action="append", help="host:port, repeatable (round-robin)")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds per shard")
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        summary = asyncio.run(
+            run_job(
+                args.server or ["localhost:8500"],
+                args.model,
+                args.out,
+                count=args.count,
+                per_class=args.per_class,
+                seed=args.seed,
+                fmt=args.format,
+                shard_size=args.shard_size,
+                streams=args.streams,
+                version=args.version,
+                timeout=args.timeout,
+                quiet=args.quiet,
+            )
+        )
+    except GanserveError as exc:
+        print(f"ganserve generate: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary))
+    return 0
+
+
+def main_verify(argv: Sequence[str]) -> int:
+    if len(argv) != 1:
+        print("usage: ganserve verify DATASET_FOLDER", file=sys.stderr)
+        return 2
+    problems = verify(argv[0])
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    print("ok" if not problems else f"{len(problems)} problem(s)")
+    return 0 if not problems else 1
+
+
+# -- bulk translation: a folder of source images → a folder of translated images -------------
+
+
+def _png_size(data: bytes) -> bytes:
+    return data[16:24]  # width and height from the IHDR chunk
+
+
+async def run_translate_job(
+    servers: Sequence[str],
+    model: str,
+    source: str | Path,
+    out: str | Path,
+    *,
+    shard_size: int = 256,
+    streams: int = 2,
+    version: int = 0,
+    timeout: float = 600.0,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Translate every PNG under `source` into `out` (same relative paths), resumably.
+
+    The same guarantees as `run_job`: shards of `shard_size` files in sorted order, written
+    atomically, recorded in `out/manifest.jsonl` with their checksums; a re-run redoes only
+    missing shards. The job is identified by the model version and the sources' checksums.
+    """
+    source, out = Path(source), Path(out)
+    files = sorted(p for p in source.rglob("*.png") if p.is_file())
+    if not files:
+        raise InvalidArgument(f"source: no .png files under {source}")
+    if shard_size < 1 or streams < 1:
+        raise InvalidArgument("shard_size, streams: must be at least 1")
+    retry = RetryPolicy(max_attempts=30, max_backoff=5.0)
+    async with AsyncClient(list(servers), timeout=timeout, retry=retry) as client:
+        info = await client.describe_model(model, version=version)
+        if info.kind != "translation":
+            raise InvalidArgument(f"model: {model!r} is {info.kind}; use `ganserve generate`")
+        names = [str(p.relative_to(source)) for p in files]
+        header = {
+            "model": model,
+            "version": info.version,
+            "shard_size": shard_size,
+            "sources": _sha256(files),
+            "count": len(files),
+        }
+        manifest = out / MANIFEST
+        done: dict[int, dict] = {}
+        if manifest.exists():
+            lines = _read_records(manifest)
+            old = next((x["job"] for x in lines if "job" in x), None)
+            if old is not None and old != header:
+                raise InvalidArgument(f"out: {out} holds a different translation job")
+            for record in (x for x in lines if "shard" in x):
+                outputs = [out / n for n in record["files"]]
+                if all(p.exists() for p in outputs) and _sha256(outputs) == record["sha256"]:
+                    done[record["shard"]] = record
+        out.mkdir(parents=True, exist_ok=True)
+        if not manifest.exists():
+            _write_atomic(manifest, (json.dumps({"job": header}) + "\n").encode())
+        shards = -(-len(files) // shard_size)
+        todo = [k for k in range(shards) if k not in done]
+        progress = Progress(len(files), sum(r["count"] for r in done.values()), quiet)
+
+        async def translate_shard(k: int) -> None:
+            chunk = list(range(k * shard_size, min((k + 1) * shard_size, len(files))))
+            blobs = [files[i].read_bytes() for i in chunk]
+            outputs: list[Path] = []
+            groups: dict[bytes, list[int]] = {}
+            for j, blob in enumerate(blobs):  # one call per image size
+                groups.setdefault(_png_size(blob), []).append(j)
+            results: dict[int, np.ndarray] = {}
+            for members in groups.values():
+                reply = await client.translate_png(
+                    model, [blobs[j] for j in members], version=info.version
+                )
+                results.update(zip(members, reply.pixels, strict=True))
+            for j, i in enumerate(chunk):
+                target = out / Path(names[i]).with_suffix(".png")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                await asyncio.to_thread(_write_atomic, target, encode_png(results[j]), False)
+                outputs.append(target)
+            record = {
+                "shard": k,
+                "count": len(chunk),
+                "model": model,
+                "version": info.version,
+                "files": [str(p.relative_to(out)) for p in outputs],
+                "sha256": _sha256(outputs),
+            }
+            with manifest.open("a") as f:
+                f.write(json.dumps(record, sort_keys=True) + "\n")
+            done[k] = record
+            progress.add(len(chunk))
+
+        async def worker() -> None:
+            while todo:
+                await translate_shard(todo.pop(0))
+
+        await asyncio.gather(*(worker() for _ in range(min(streams, max(len(todo), 1)))))
+        lines = [json.dumps({"job": header})]
+        lines += [json.dumps(done[k], sort_keys=True) for k in sorted(done)]
+        _write_atomic(manifest, ("\n".join(lines) + "\n").encode())
+        return {
+            "out": str(out),
+            "images": len(files),
+            "shards": shards,
+            "model": model,
+            "version": info.version,
+        }
+
+
+def main_translate(argv: Sequence[str]) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="ganserve translate", description=run_translate_job.__doc__)
+    p.add_argument("--model", required=True)
+    p.add_argument("--version", type=int, default=0)
+    p.add_argument("--input", type=Path, required=True, help="folder of source .png files")
+    p.add_argument("--out", type=Path, required=True, help="output folder (resumable)")
+    p.add_argument("--shard-size", type=int, default=256)
+    p.add_argument("--streams", type=int, default=2)
+    p.add_argument("--server", action="append", help="host:port, repeatable (round-robin)")
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        summary = asyncio.run(
+            run_translate_job(
+                args.server or ["localhost:8500"],
+                args.model,
+                args.input,
+                args.out,
+                shard_size=args.shard_size,
+                streams=args.streams,
+                version=args.version,
+                quiet=args.quiet,
+            )
+        )
+    except GanserveError as exc:
+        print(f"ganserve translate: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary))
+    return 0
