@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 
-from bench.serve_cpu import Server
+from bench.serve_cpu import Server, print_table
 from ganserve import Client
 from ganserve.bulk import run_job
 
@@ -54,9 +54,7 @@ def main() -> int:
     finally:
         server.close()
     print(f"model {args.model}, {args.count} images, {os.cpu_count()} CPU cores")
-    print(f"| {'case':<46} | {'images/s':>9} | ratio |\n|{'-' * 48}|{'-' * 11}|-------|")
-    for name, rate, ratio in rows:
-        print(f"| {name:<46} | {rate:>9.0f} | {ratio} |")
+    print_table(rows)
     return 0
 
 

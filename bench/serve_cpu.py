@@ -183,10 +183,18 @@ def main() -> int:
         f"model {args.model} on {args.device}, {args.threads} ONNX Runtime threads, "
         f"{args.seconds:g} s per row, {os.cpu_count()} CPU cores, onnxruntime {ort.__version__}"
     )
-    print(f"| {'case':<44} | {'images/s':>9} | ratio |\n|{'-' * 46}|{'-' * 11}|-------|")
-    for name, rate, ratio in rows:
-        print(f"| {name:<44} | {rate:>9.0f} | {ratio} |")
+    print_table(rows)
     return 0
+
+
+def print_table(rows: list[tuple[str, float, str]]) -> None:
+    """A Markdown table of (case, images/s, ratio) rows, ready for docs/benchmarks.md."""
+    width = max(len(name) for name, _, _ in rows)
+    print(
+        f"| {'case':<{width}} | {'images/s':>9} | ratio |\n|{'-' * (width + 2)}|{'-' * 11}|-------|"
+    )
+    for name, rate, ratio in rows:
+        print(f"| {name:<{width}} | {rate:>9.0f} | {ratio} |")
 
 
 if __name__ == "__main__":

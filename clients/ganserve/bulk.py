@@ -363,6 +363,17 @@ def verify(out: str | Path) -> list[str]:
     return problems
 
 
+def _run_command(prog: str, job: Any) -> int:
+    """Run a job coroutine for a command: its summary on stdout, or one line and status 2."""
+    try:
+        summary = asyncio.run(job)
+    except GanserveError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary))
+    return 0
+
+
 def main_generate(argv: Sequence[str]) -> int:
     import argparse
 
@@ -385,28 +396,21 @@ def main_generate(argv: Sequence[str]) -> int:
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per shard")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
-    try:
-        summary = asyncio.run(
-            run_job(
-                args.server or ["localhost:8500"],
-                args.model,
-                args.out,
-                count=args.count,
-                per_class=args.per_class,
-                seed=args.seed,
-                fmt=args.format,
-                shard_size=args.shard_size,
-                streams=args.streams,
-                version=args.version,
-                timeout=args.timeout,
-                quiet=args.quiet,
-            )
-        )
-    except GanserveError as exc:
-        print(f"ganserve generate: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(summary))
-    return 0
+    job = run_job(
+        args.server or ["localhost:8500"],
+        args.model,
+        args.out,
+        count=args.count,
+        per_class=args.per_class,
+        seed=args.seed,
+        fmt=args.format,
+        shard_size=args.shard_size,
+        streams=args.streams,
+        version=args.version,
+        timeout=args.timeout,
+        quiet=args.quiet,
+    )
+    return _run_command("ganserve generate", job)
 
 
 def main_verify(argv: Sequence[str]) -> int:
@@ -543,21 +547,14 @@ def main_translate(argv: Sequence[str]) -> int:
     p.add_argument("--server", action="append", help="host:port, repeatable (round-robin)")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
-    try:
-        summary = asyncio.run(
-            run_translate_job(
-                args.server or ["localhost:8500"],
-                args.model,
-                args.input,
-                args.out,
-                shard_size=args.shard_size,
-                streams=args.streams,
-                version=args.version,
-                quiet=args.quiet,
-            )
-        )
-    except GanserveError as exc:
-        print(f"ganserve translate: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(summary))
-    return 0
+    job = run_translate_job(
+        args.server or ["localhost:8500"],
+        args.model,
+        args.input,
+        args.out,
+        shard_size=args.shard_size,
+        streams=args.streams,
+        version=args.version,
+        quiet=args.quiet,
+    )
+    return _run_command("ganserve translate", job)
