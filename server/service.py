@@ -318,8 +318,8 @@ class GeneratorService(pb_grpc.GeneratorServicer):
                 labels = (np.arange(n, dtype=np.int64) + (request.start_index + lo) % c) % c
             return {"z": z, "label": labels}, labels
 
-        if conditional:
-            self._labels(request, card, min(total, chunk))  # validate before streaming
+        if conditional and all_labels is None:  # `label` or `balanced`: check before streaming
+            self._labels(request, card, min(total, chunk))
         pending: deque[tuple[int, np.ndarray | None, asyncio.Task[np.ndarray]]] = deque()
         lo = 0
         try:

@@ -85,6 +85,16 @@ def test_streams_cover_the_range_in_bounded_chunks(server: RunningServer) -> Non
     )
     labels = [label for c in generated for label in c.labels]
     assert labels == [i % 10 for i in range(25)]
+    wanted = [(3 * i) % 10 for i in range(25)]  # one label per image, longer than a chunk
+    listed = list(
+        server.stub.GenerateStream(
+            pb.GenerateRequest(
+                model=CGAN, seed=4, chunk_size=10, labels=pb.LabelList(values=wanted)
+            )
+        )
+    )
+    assert [label for c in listed for label in c.labels] == wanted
+    assert [c.start_index for c in listed] == [0, 10, 20]
 
 
 def test_translate_raw_png_and_stream(server: RunningServer) -> None:
