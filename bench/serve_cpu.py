@@ -50,8 +50,18 @@ def raw_rate(path: Path, batch: int, seconds: float, threads: int, device: str) 
 class Server:
     """`python -m server` in a subprocess on a free port."""
 
-    def __init__(self, threads: int, max_batch: int, delay_ms: float, echo: bool = False) -> None:
+    def __init__(
+        self,
+        threads: int,
+        max_batch: int,
+        delay_ms: float,
+        echo: bool = False,
+        device: str = "cpu",
+        repository: Path = ROOT / "models",
+    ) -> None:
         flags = {
+            "--model-repository": repository,
+            "--device": device,
             "--port": 0,
             "--metrics-port": -1,
             "--intra-op-threads": threads,

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from export.metadata import ModelCard
+from ganserve.tensor import to_uint8, to_unit
 from training import data
 from training.classifier import load_or_train
 from training.config import TrainConfig
@@ -42,12 +43,12 @@ class OnnxGenerator(nn.Module):
         for spec, x in zip(self.card.inputs, inputs, strict=True):
             value = x.cpu().numpy()
             if spec.name == "image" and spec.dtype == "uint8":  # [-1, 1] NCHW → uint8 NHWC
-                value = np.rint((value + 1) * 127.5).clip(0, 255).astype(np.uint8)
+                value = to_uint8(value)
                 value = value.transpose(0, 2, 3, 1)
             feeds[spec.name] = value.astype(spec.dtype, copy=False)
         out = self.session.run(None, feeds)[0]
         if self.card.uint8_output:
-            out = out.transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1.0
+            out = to_unit(out.transpose(0, 3, 1, 2))
         return torch.from_numpy(np.ascontiguousarray(out))
 
 

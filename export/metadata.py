@@ -159,9 +159,9 @@ class ModelCard:
                 precision=get("precision"),
                 provenance=json.loads(get("provenance")),
             )
+        except ModelCardError:
+            raise
         except (ValueError, KeyError, TypeError) as exc:
-            if isinstance(exc, ModelCardError):
-                raise
             raise ModelCardError(f"{PREFIX}*: malformed model metadata ({exc!r})") from exc
 
 

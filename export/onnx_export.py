@@ -82,12 +82,25 @@ def _input_specs(config: TrainConfig, kind: str, uint8: bool) -> tuple[TensorSpe
     return (z,)
 
 
+# ONNX forbids an input and an output of one name (translation takes `image`), hence:
+OUTPUT_NAME = "image_out"
+_AXIS_NAMES = {"N": "batch", "H": "height", "W": "width"}
+
+
 def _output_spec(config: TrainConfig, kind: str, uint8: bool) -> TensorSpec:
     c = config
     h = w = -1 if kind == "translation" else c.image_size
     if uint8:
-        return TensorSpec("image", "uint8", (-1, h, w, c.channels), "NHWC")
-    return TensorSpec("image", "float32", (-1, c.channels, h, w), "NCHW")
+        return TensorSpec(OUTPUT_NAME, "uint8", (-1, h, w, c.channels), "NHWC")
+    return TensorSpec(OUTPUT_NAME, "float32", (-1, c.channels, h, w), "NCHW")
+
+
+def dynamic_axes(card: ModelCard) -> dict[str, dict[int, str]]:
+    """The dynamic axes of every graph input and output: the -1 dimensions of the card."""
+    return {
+        spec.name: {i: _AXIS_NAMES[spec.layout[i]] for i, d in enumerate(spec.shape) if d == -1}
+        for spec in (*card.inputs, card.output)
+    }
 
 
 def source_commit() -> str:
@@ -223,13 +236,6 @@ def export_checkpoint(
     head = ServingHead(netG, kind, uint8=uint8).eval()
     exported = ServingHead(copy.deepcopy(netG), kind, uint8=uint8, fp16=True) if fp16 else head
     feeds = example_inputs(card, batch=2)
-    names = list(feeds)
-    dynamic: dict[str, dict[int, str]] = {n: {0: "batch"} for n in names}
-    dynamic["image_out"] = {0: "batch"}
-    if kind == "translation":
-        hw = (1, 2) if uint8 else (2, 3)
-        dynamic["image"] = {0: "batch", hw[0]: "height", hw[1]: "width"}
-        dynamic["image_out"] = {0: "batch", hw[0]: "height", hw[1]: "width"}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     with warnings.catch_warnings():
@@ -238,16 +244,13 @@ def export_checkpoint(
             exported,
             tuple(torch.from_numpy(v) for v in feeds.values()),
             str(tmp),
-            input_names=names,
-            output_names=["image_out"],
-            dynamic_axes=dynamic,
+            input_names=list(feeds),
+            output_names=[OUTPUT_NAME],
+            dynamic_axes=dynamic_axes(card),
             opset_version=OPSET,
             dynamo=False,
         )
     model = onnx.load(str(tmp))
-    # The output is called `image` in the card; ONNX forbids an input and output of one name
-    # (translation), so the graph's output is `image_out` and the card records that.
-    card = _with_output_name(card, "image_out")
     del model.metadata_props[:]
     for key, value in card.to_props().items():
         model.metadata_props.add(key=key, value=value)
@@ -260,9 +263,3 @@ def export_checkpoint(
         raise
     tmp.replace(out)
     return ExportResult(out, card, errors)
-
-
-def _with_output_name(card: ModelCard, name: str) -> ModelCard:
-    from dataclasses import replace
-
-    return replace(card, output=replace(card.output, name=name))

@@ -55,9 +55,13 @@ class Batcher:
         self.max_batch_size = max_batch_size
         self.max_queue_delay_s = max_queue_delay_s
         self.max_queue_size = max_queue_size
-        self._metrics = metrics
+        # this model's series, resolved once rather than per request
+        self._depth = metrics.queue_depth.labels(name)
+        self._wait = metrics.queue_wait.labels(name)
+        self._compute = metrics.compute_latency.labels(name)
+        self._sizes = metrics.batch_size.labels(name)
         self._queue: deque[_Piece] = deque()
-        self._queued_images = 0
+        self._queued_images = 0  # submitted, not yet running: the queue and a filling batch
         self._arrived = asyncio.Event()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"run-{name}")
         self._task: asyncio.Task[None] | None = None
@@ -75,11 +79,6 @@ class Batcher:
         self._queue.clear()
         self._executor.shutdown(wait=True)
 
-    @property
-    def queued_images(self) -> int:
-        """Images submitted and not yet running (the queue plus a batch still filling)."""
-        return self._queued_images
-
     async def submit(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """Run `feeds` (arrays with one batch axis) and return the output, in order."""
         n = len(next(iter(feeds.values())))
@@ -93,11 +92,10 @@ class Batcher:
         pieces = []
         for lo in range(0, n, self.max_batch_size):
             part = {k: v[lo : lo + self.max_batch_size] for k, v in feeds.items()}
-            size = len(next(iter(part.values())))
-            pieces.append(_Piece(part, size, key, loop.create_future()))
+            pieces.append(_Piece(part, min(self.max_batch_size, n - lo), key, loop.create_future()))
         self._queue.extend(pieces)
         self._queued_images += n
-        self._metrics.queue_depth.labels(self.name).set(self._queued_images)
+        self._depth.set(self._queued_images)
         self._arrived.set()
         try:
             if len(pieces) == 1:
@@ -132,7 +130,7 @@ class Batcher:
         while True:
             batch = self._take(None, self.max_batch_size)
             if not batch:
-                self._metrics.queue_depth.labels(self.name).set(self._queued_images)
+                self._depth.set(self._queued_images)
                 self._arrived.clear()
                 await self._arrived.wait()
                 continue
@@ -150,14 +148,14 @@ class Batcher:
                 size += sum(p.size for p in more)
             live = [p for p in batch if not p.future.done()]
             self._queued_images -= sum(p.size for p in batch)  # running now, or dropped
-            self._metrics.queue_depth.labels(self.name).set(self._queued_images)
+            self._depth.set(self._queued_images)
             if live:
                 await self._execute(loop, live)
 
     async def _execute(self, loop: asyncio.AbstractEventLoop, batch: list[_Piece]) -> None:
         started = time.perf_counter()
         for piece in batch:
-            self._metrics.queue_wait.labels(self.name).observe(started - piece.enqueued)
+            self._wait.observe(started - piece.enqueued)
         if len(batch) == 1:
             feeds = batch[0].feeds
         else:
@@ -170,8 +168,8 @@ class Batcher:
                 if not piece.future.done():
                     piece.future.set_exception(exc)
             return
-        self._metrics.compute_latency.labels(self.name).observe(time.perf_counter() - started)
-        self._metrics.batch_size.labels(self.name).observe(size)
+        self._compute.observe(time.perf_counter() - started)
+        self._sizes.observe(size)
         lo = 0
         for piece in batch:
             if not piece.future.done():

@@ -61,6 +61,11 @@ def _flag(name: str) -> str:
     return name.replace("_", "-")
 
 
+def _kind(default: object) -> type:
+    """The type a setting's text is parsed with: its default's (Path for paths)."""
+    return Path if isinstance(default, Path) else type(default)
+
+
 def env_name(name: str) -> str:
     """The environment variable of a setting: GANSERVE_MAX_BATCH_SIZE for max_batch_size."""
     return "GANSERVE_" + name.upper()
@@ -85,10 +90,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     }
     for f in fields(ServerConfig):
         default = f.default
-        kind = type(default) if not isinstance(default, Path) else Path
         parser.add_argument(
             f"--{_flag(f.name)}",
-            type=kind,
+            type=_kind(default),
             default=None,
             help=f"{help_of.get(f.name, f.name)} (env {env_name(f.name)}, default {default})",
         )
@@ -101,9 +105,8 @@ def resolve(args: argparse.Namespace, environ: dict[str, str] | None = None) -> 
     for f in fields(ServerConfig):
         given = getattr(args, f.name, None)
         if given is None and env_name(f.name) in environ:
-            kind = type(f.default) if not isinstance(f.default, Path) else Path
             try:
-                given = kind(environ[env_name(f.name)])
+                given = _kind(f.default)(environ[env_name(f.name)])
             except ValueError as exc:
                 raise ServerConfigError(f"{env_name(f.name)}: {exc}") from exc
         if given is not None:

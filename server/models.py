@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from export.metadata import ModelCard
@@ -47,7 +47,6 @@ class ModelVersion:
     card: ModelCard | None = None
     runner: Runner | None = None
     batcher: Batcher | None = None
-    serving: ServingConfig = field(default_factory=ServingConfig)
 
 
 class ModelRepository:
@@ -66,17 +65,20 @@ class ModelRepository:
                 error = ""
             except RepositoryError as exc:
                 serving, error = ServingConfig(), str(exc)
+            # the model's own config.json wins over the server's flags
+            max_batch = serving.max_batch_size or self.config.max_batch_size
+            delay_ms = serving.max_queue_delay_ms
+            if delay_ms is None:
+                delay_ms = self.config.max_queue_delay_ms
             for version in versions(root / name):
-                mv = ModelVersion(
-                    name, version, root / name / str(version) / serving.model_file, serving=serving
-                )
+                mv = ModelVersion(name, version, root / name / str(version) / serving.model_file)
                 self.models.setdefault(name, {})[version] = mv
                 self.metrics.set_model_state(name, version, "loading")
                 if error:
                     self._fail(mv, error)
                     continue
                 try:
-                    await asyncio.to_thread(self._load_version, mv)
+                    await asyncio.to_thread(self._load_version, mv, max_batch)
                 except Exception as exc:  # any failure stays with this version alone
                     self._fail(mv, f"{type(exc).__name__}: {exc}")
                     continue
@@ -84,13 +86,8 @@ class ModelRepository:
                 mv.batcher = Batcher(
                     f"{name}:{version}",
                     mv.runner.run,
-                    max_batch_size=serving.max_batch_size or self.config.max_batch_size,
-                    max_queue_delay_s=(
-                        serving.max_queue_delay_ms
-                        if serving.max_queue_delay_ms is not None
-                        else self.config.max_queue_delay_ms
-                    )
-                    / 1000.0,
+                    max_batch_size=max_batch,
+                    max_queue_delay_s=delay_ms / 1000.0,
                     max_queue_size=serving.max_queue_size or self.config.max_queue_size,
                     metrics=self.metrics,
                 )
@@ -105,12 +102,11 @@ class ModelRepository:
                     mv.card.kind,
                 )
 
-    def _load_version(self, mv: ModelVersion) -> None:
+    def _load_version(self, mv: ModelVersion, max_batch: int) -> None:
         if not mv.path.is_file():
             raise FileNotFoundError(f"{mv.path} is missing")
         runner = Runner(mv.path, device=self.config.device, threads=self.config.intra_op_threads)
-        batch = mv.serving.max_batch_size or self.config.max_batch_size
-        runner.warm_up((1, batch))
+        runner.warm_up((1, max_batch))
         mv.runner, mv.card = runner, runner.card
 
     def _fail(self, mv: ModelVersion, error: str) -> None:

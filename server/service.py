@@ -17,6 +17,7 @@ import numpy as np
 from export.metadata import ModelCard
 from ganserve.latent import MIN_TRUNCATION, latents
 from ganserve.png import encode_png
+from ganserve.tensor import from_tensor, to_tensor, to_uint8, to_unit
 from ganserve.v1 import ganserve_pb2 as pb
 from ganserve.v1 import ganserve_pb2_grpc as pb_grpc
 from server.batcher import QueueFull
@@ -26,7 +27,6 @@ from server.models import ModelNotFound, ModelRepository, ModelUnavailable, Mode
 
 MAX_CHUNK_SIZE = 4096
 STREAM_PREFETCH = 2  # chunks of a stream in flight at once: the next computes while one is sent
-_DTYPES = {"uint8": np.uint8, "float32": np.float32, "int64": np.int64}
 _RPC_OF_KIND = {"unconditional": "Sample", "conditional": "Generate", "translation": "Translate"}
 
 
@@ -43,26 +43,16 @@ def invalid(message: str) -> Abort:
 
 
 def tensor_to_array(tensor: pb.Tensor, field: str) -> np.ndarray:
-    """A wire Tensor as a numpy array, checking dtype, shape and byte count."""
-    if tensor.dtype not in _DTYPES:
-        raise invalid(f"{field}.dtype: {tensor.dtype!r}; one of {', '.join(_DTYPES)}")
-    dtype = np.dtype(_DTYPES[tensor.dtype]).newbyteorder("<")
-    shape = tuple(tensor.shape)
-    if any(d < 0 for d in shape):
-        raise invalid(f"{field}.shape: {list(shape)} has a negative dimension")
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if expected != len(tensor.data):
-        raise invalid(
-            f"{field}.data: {len(tensor.data)} bytes, shape {list(shape)} of "
-            f"{tensor.dtype} needs {expected}"
-        )
-    return np.frombuffer(tensor.data, dtype).reshape(shape).astype(dtype.newbyteorder("="))
+    """A wire Tensor as an array; INVALID_ARGUMENT naming `field` when it is malformed."""
+    try:
+        return from_tensor(tensor, field)
+    except ValueError as exc:
+        raise invalid(str(exc)) from None
 
 
-def array_to_tensor(array: np.ndarray) -> pb.Tensor:
-    array = np.ascontiguousarray(array)
-    little = array.astype(array.dtype.newbyteorder("<"), copy=False)
-    return pb.Tensor(dtype=array.dtype.name, shape=array.shape, data=little.tobytes())
+def _condition(request: Any) -> str | None:
+    """Which of labels / label / balanced a GenerateRequest set (None for other requests)."""
+    return request.WhichOneof("condition") if isinstance(request, pb.GenerateRequest) else None
 
 
 class GeneratorService(pb_grpc.GeneratorServicer):
@@ -118,8 +108,22 @@ class GeneratorService(pb_grpc.GeneratorServicer):
                 f"over the {self.config.max_message_bytes}-byte message limit"
             )
 
-    def _latents(self, request: Any, card: ModelCard, count: int) -> np.ndarray:
-        """The request's own latents [n, nz], or those of its seed for `count` images."""
+    def _count(self, request: Any, stream: bool) -> int:
+        """Images asked for: rows of `latents`, else `count`, else one per listed label."""
+        if request.HasField("latents"):
+            count, field = (request.latents.shape or [0])[0], "latents"
+        elif not request.count and _condition(request) == "labels":
+            count, field = len(request.labels.values), "labels"
+        else:
+            count, field = request.count, "count"
+        self._check_count(count, stream, field)
+        if request.start_index + count > 2**64:
+            raise invalid(f"start_index: {request.start_index} + {count} images passes 2^64")
+        return count
+
+    def _latent_source(self, request: Any, card: ModelCard) -> Callable[[int, int], np.ndarray]:
+        """Checks the latent fields once; returns (lo, n) → latents of images lo .. lo + n - 1
+        of the request (its own rows, or those of its seed from `start_index + lo`)."""
         truncation = float(request.truncation)
         if truncation and not MIN_TRUNCATION <= truncation <= 10:
             raise invalid(f"truncation: {truncation:g}; 0 (off) or {MIN_TRUNCATION} to 10")
@@ -131,67 +135,79 @@ class GeneratorService(pb_grpc.GeneratorServicer):
                 )
             if not np.isfinite(z).all():
                 raise invalid("latents: contains NaN or infinity")
-            return np.clip(z, -truncation, truncation) if truncation else z
-        try:
-            return latents(
-                request.seed, request.start_index, count, card.latent_size, truncation=truncation
-            )
-        except ValueError as exc:
-            raise invalid(f"seed, start_index: {exc}") from None
+            if truncation:
+                z = np.clip(z, -truncation, truncation)
+            return lambda lo, n: z[lo : lo + n]
+        seed, start, nz = request.seed, request.start_index, card.latent_size
+        return lambda lo, n: latents(seed, start + lo, n, nz, truncation=truncation)
 
-    def _count(self, request: Any, stream: bool) -> int:
-        if request.HasField("latents"):
-            count = request.latents.shape[0] if request.latents.shape else 0
-            self._check_count(count, stream, "latents")
-            return count
-        self._check_count(request.count, stream)
-        return request.count
-
-    def _labels(self, request: pb.GenerateRequest, card: ModelCard, count: int) -> np.ndarray:
-        which = request.WhichOneof("condition")
-        c = card.num_classes
+    def _label_source(
+        self, request: pb.GenerateRequest, card: ModelCard, count: int
+    ) -> Callable[[int, int], np.ndarray]:
+        """Checks the condition once; returns (lo, n) → labels of images lo .. lo + n - 1."""
+        which, c = _condition(request), card.num_classes
         if which is None:
             raise invalid("labels: give labels (one per image), label (one for all) or balanced")
+        if which == "balanced":  # image index i shows class i mod c
+            offset = request.start_index % c
+            return lambda lo, n: (np.arange(lo, lo + n, dtype=np.int64) + offset) % c
         if which == "labels":
-            labels = np.asarray(request.labels.values, np.int64)
-            if len(labels) != count and not (
-                request.count == 0 and not request.HasField("latents")
-            ):
-                raise invalid(f"labels: {len(labels)} labels for {count} images")
-        elif which == "label":
-            labels = np.full(count, request.label, np.int64)
+            values = np.asarray(request.labels.values, np.int64)
+            if len(values) != count:
+                raise invalid(f"labels: {len(values)} labels for {count} images")
         else:
-            labels = (np.arange(count, dtype=np.int64) + request.start_index % c) % c
-        if len(labels) and (labels.min() < 0 or labels.max() >= c):
-            bad = labels[(labels < 0) | (labels >= c)][0]
-            raise invalid(f"{which}: label {bad} out of range; 0 to {c - 1} ({card.class_names})")
-        return labels
+            values = np.asarray([request.label], np.int64)
+        bad = values[(values < 0) | (values >= c)]
+        if len(bad):
+            raise invalid(
+                f"{which}: label {bad[0]} out of range; 0 to {c - 1} ({card.class_names})"
+            )
+        if which == "labels":
+            return lambda lo, n: values[lo : lo + n]
+        return lambda lo, n: np.full(n, request.label, np.int64)
+
+    def _prepare(
+        self, request: Any, method: str, stream: bool
+    ) -> tuple[ModelVersion, int, Callable[[int, int], dict[str, np.ndarray]]]:
+        """Model, image count, and (lo, n) → the generator's inputs for images lo .. lo + n - 1,
+        everything checked before any work is queued."""
+        mv = self._model(request.model, request.version, method)
+        card = mv.card
+        assert card is not None
+        self._check_encoding(request.encoding)
+        count = self._count(request, stream)
+        z_of = self._latent_source(request, card)
+        if card.kind != "conditional":
+            return mv, count, lambda lo, n: {"z": z_of(lo, n)}
+        label_of = self._label_source(request, card, count)
+        return mv, count, lambda lo, n: {"z": z_of(lo, n), "label": label_of(lo, n)}
 
     def _reply(
         self,
         mv: ModelVersion,
+        method: str,
         out: np.ndarray,
         encoding: int,
         start: int = 0,
         labels: np.ndarray | None = None,
     ) -> pb.ImageBatch:
+        """The message for generator output `out` (uint8 NHWC, or float NCHW in [-1, 1])."""
         assert mv.card is not None
+        self.metrics.images.labels(mv.name, method).inc(len(out))
         reply = pb.ImageBatch(model=mv.name, version=mv.version, start_index=start, layout="NHWC")
         if labels is not None:
             reply.labels.extend(labels.tolist())
-        if mv.card.uint8_output:
-            uint8 = out
-            as_float = lambda: out.astype(np.float32) / 127.5 - 1.0  # noqa: E731
-        else:
-            nhwc = out.transpose(0, 2, 3, 1)
-            uint8 = np.rint((nhwc + 1.0) * 127.5).clip(0, 255).astype(np.uint8)
-            as_float = lambda: np.ascontiguousarray(nhwc, np.float32)  # noqa: E731
+        if encoding == pb.RAW_FLOAT32:
+            images = to_unit(out) if mv.card.uint8_output else out.transpose(0, 2, 3, 1)
+            reply.images.CopyFrom(to_tensor(images))
+            return reply
+        uint8 = out
+        if not mv.card.uint8_output:
+            uint8 = to_uint8(out.transpose(0, 2, 3, 1))
         if encoding == pb.PNG:
             reply.png.extend(encode_png(image) for image in uint8)
-        elif encoding == pb.RAW_FLOAT32:
-            reply.images.CopyFrom(array_to_tensor(as_float()))
         else:
-            reply.images.CopyFrom(array_to_tensor(uint8))
+            reply.images.CopyFrom(to_tensor(uint8))
         return reply
 
     def _check_encoding(self, encoding: int) -> None:
@@ -221,11 +237,7 @@ class GeneratorService(pb_grpc.GeneratorServicer):
         found = self.repo.models[name]
         info = pb.ModelInfo(name=name, max_images_per_call=self.config.max_images_per_call)
         for v, mv in sorted(found.items()):
-            state = {
-                "ready": pb.VersionState.READY,
-                "loading": pb.VersionState.LOADING,
-                "failed": pb.VersionState.FAILED,
-            }[mv.state]
+            state = pb.VersionState.State.Value(mv.state.upper())
             info.versions.add(version=v, state=state, error=mv.error)
         try:
             mv = self.repo.get(name, version)
@@ -245,120 +257,73 @@ class GeneratorService(pb_grpc.GeneratorServicer):
         info.metadata.update(card.to_props())
         return info
 
+    async def _unary(self, request: Any, method: str) -> pb.ImageBatch:
+        mv, count, inputs = self._prepare(request, method, stream=False)
+        card = mv.card
+        assert card is not None
+        self._check_response_size(card, count, card.height, card.width, request.encoding)
+        feeds = inputs(0, count)
+        out = await self._run(mv, feeds)
+        return self._reply(
+            mv, method, out, request.encoding, request.start_index, feeds.get("label")
+        )
+
     async def Sample(self, request: pb.SampleRequest, context: Any) -> pb.ImageBatch:
-        mv = self._model(request.model, request.version, "Sample")
-        assert mv.card is not None
-        self._check_encoding(request.encoding)
-        count = self._count(request, stream=False)
-        self._check_response_size(mv.card, count, mv.card.height, mv.card.width, request.encoding)
-        z = self._latents(request, mv.card, count)
-        out = await self._run(mv, {"z": z})
-        self.metrics.images.labels(mv.name, "Sample").inc(count)
-        return self._reply(mv, out, request.encoding, request.start_index)
+        return await self._unary(request, "Sample")
 
     async def Generate(self, request: pb.GenerateRequest, context: Any) -> pb.ImageBatch:
-        mv = self._model(request.model, request.version, "Generate")
-        assert mv.card is not None
-        self._check_encoding(request.encoding)
-        if (
-            request.WhichOneof("condition") == "labels"
-            and not request.count
-            and not (request.HasField("latents"))
-        ):
-            request.count = len(request.labels.values)
-        count = self._count(request, stream=False)
-        self._check_response_size(mv.card, count, mv.card.height, mv.card.width, request.encoding)
-        labels = self._labels(request, mv.card, count)
-        z = self._latents(request, mv.card, count)
-        out = await self._run(mv, {"z": z, "label": labels})
-        self.metrics.images.labels(mv.name, "Generate").inc(count)
-        return self._reply(mv, out, request.encoding, request.start_index, labels)
+        return await self._unary(request, "Generate")
 
-    async def _stream(
-        self, mv: ModelVersion, request: Any, method: str, conditional: bool
-    ) -> AsyncIterator[pb.ImageBatch]:
-        assert mv.card is not None
+    async def _stream(self, request: Any, method: str) -> AsyncIterator[pb.ImageBatch]:
+        mv, total, inputs = self._prepare(request, method, stream=True)
         card = mv.card
-        self._check_encoding(request.encoding)
-        if conditional and request.WhichOneof("condition") == "labels" and not request.count:
-            request.count = len(request.labels.values)
-        total = self._count(request, stream=True)
+        assert card is not None
         chunk = request.chunk_size or self.config.stream_chunk_size
         if not 1 <= chunk <= MAX_CHUNK_SIZE:
             raise invalid(f"chunk_size: {chunk}; 1 to {MAX_CHUNK_SIZE} (0: server default)")
         self._check_response_size(
             card, min(chunk, total), card.height, card.width, request.encoding
         )
-        all_labels = (
-            self._labels(request, card, total)
-            if conditional and (request.WhichOneof("condition") == "labels")
-            else None
-        )
-        explicit = self._latents(request, card, 0) if request.HasField("latents") else None
-
-        def feeds(lo: int, n: int) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-            if explicit is not None:
-                z = explicit[lo : lo + n]
-            else:
-                z = latents(
-                    request.seed,
-                    request.start_index + lo,
-                    n,
-                    card.latent_size,
-                    truncation=float(request.truncation),
-                )
-            if not conditional:
-                return {"z": z}, None
-            if all_labels is not None:
-                labels = all_labels[lo : lo + n]
-            elif request.WhichOneof("condition") == "label":
-                labels = np.full(n, request.label, np.int64)
-            else:
-                c = card.num_classes
-                labels = (np.arange(n, dtype=np.int64) + (request.start_index + lo) % c) % c
-            return {"z": z, "label": labels}, labels
-
-        if conditional and all_labels is None:  # `label` or `balanced`: check before streaming
-            self._labels(request, card, min(total, chunk))
-        pending: deque[tuple[int, np.ndarray | None, asyncio.Task[np.ndarray]]] = deque()
+        pending: deque[tuple[int, dict[str, np.ndarray], asyncio.Task[np.ndarray]]] = deque()
         lo = 0
         try:
             while lo < total or pending:
                 while lo < total and len(pending) < STREAM_PREFETCH:
-                    n = min(chunk, total - lo)
-                    inputs, labels = feeds(lo, n)
-                    pending.append((lo, labels, asyncio.ensure_future(self._run(mv, inputs))))
-                    lo += n
-                start, labels, task = pending.popleft()
+                    feeds = inputs(lo, min(chunk, total - lo))
+                    pending.append((lo, feeds, asyncio.ensure_future(self._run(mv, feeds))))
+                    lo += len(feeds["z"])
+                start, feeds, task = pending.popleft()
                 out = await task
-                self.metrics.images.labels(mv.name, method).inc(len(out))
-                yield self._reply(mv, out, request.encoding, request.start_index + start, labels)
+                yield self._reply(
+                    mv,
+                    method,
+                    out,
+                    request.encoding,
+                    request.start_index + start,
+                    feeds.get("label"),
+                )
         finally:
             for _, _, task in pending:
                 task.cancel()
 
     def SampleStream(self, request: pb.SampleRequest, context: Any) -> AsyncIterator[pb.ImageBatch]:
-        mv = self._model(request.model, request.version, "SampleStream")
-        return self._stream(mv, request, "SampleStream", conditional=False)
+        return self._stream(request, "SampleStream")
 
     def GenerateStream(
         self, request: pb.GenerateRequest, context: Any
     ) -> AsyncIterator[pb.ImageBatch]:
-        mv = self._model(request.model, request.version, "GenerateStream")
-        return self._stream(mv, request, "GenerateStream", conditional=True)
+        return self._stream(request, "GenerateStream")
 
     def _sources(self, request: pb.TranslateRequest, card: ModelCard) -> np.ndarray:
         """The request's source images as uint8 [N, H, W, C], checked against the model."""
         if request.HasField("images") == bool(request.png):
             raise invalid("images, png: give exactly one of them")
         if request.png:
-            images = (
-                np.stack([self._decode_png(data, i, card) for i, data in enumerate(request.png)])
-                if _same_png_size(request.png)
-                else None
-            )
-            if images is None:
+            if len({_png_size(data) for data in request.png}) > 1:
                 raise invalid("png: all images of one call must have the same size")
+            images = np.stack(
+                [self._decode_png(data, i, card) for i, data in enumerate(request.png)]
+            )
         else:
             images = tensor_to_array(request.images, "images")
             if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != card.channels:
@@ -390,44 +355,31 @@ class GeneratorService(pb_grpc.GeneratorServicer):
             raise invalid(f"png[{i}]: not a readable image ({exc})") from None
         return array.reshape(*array.shape[:2], card.channels)
 
-    async def _translate(self, mv: ModelVersion, request: pb.TranslateRequest) -> pb.ImageBatch:
+    async def _translate(self, request: pb.TranslateRequest, method: str) -> pb.ImageBatch:
+        mv = self._model(request.model, request.version, method)
         assert mv.card is not None
         self._check_encoding(request.encoding)
         images = self._sources(request, mv.card)
         n, h, w, _ = images.shape
         self._check_response_size(mv.card, n, h, w, request.encoding)
         spec = mv.card.input("image")
-        if spec.dtype == "uint8":
-            source = images
-        else:
-            source = images.transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1.0
+        source = images if spec.dtype == "uint8" else to_unit(images.transpose(0, 3, 1, 2))
         out = await self._run(mv, {"image": np.ascontiguousarray(source)})
-        return self._reply(mv, out, request.encoding)
+        return self._reply(mv, method, out, request.encoding)
 
     async def Translate(self, request: pb.TranslateRequest, context: Any) -> pb.ImageBatch:
-        mv = self._model(request.model, request.version, "Translate")
-        reply = await self._translate(mv, request)
-        self.metrics.images.labels(mv.name, "Translate").inc(
-            reply.images.shape[0] or len(reply.png)
-        )
-        return reply
+        return await self._translate(request, "Translate")
 
     async def TranslateStream(
         self, requests: AsyncIterator[pb.TranslateRequest], context: Any
     ) -> AsyncIterator[pb.ImageBatch]:
         async for request in requests:
-            mv = self._model(request.model, request.version, "TranslateStream")
-            reply = await self._translate(mv, request)
-            self.metrics.images.labels(mv.name, "TranslateStream").inc(
-                reply.images.shape[0] or len(reply.png)
-            )
-            yield reply
+            yield await self._translate(request, "TranslateStream")
 
 
-def _same_png_size(blobs: Any) -> bool:
-    """All PNGs of a call share one size (read from each IHDR without decoding)."""
-    sizes = {bytes(b[16:24]) for b in blobs}
-    return len(sizes) == 1
+def _png_size(data: bytes) -> bytes:
+    """Width and height of a PNG, read from its IHDR chunk without decoding."""
+    return bytes(data[16:24])
 
 
 class _Outcome:

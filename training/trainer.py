@@ -117,7 +117,7 @@ def train(
             f"{config.batch_size} on each of {world_size} processes"
         )
     total = per_epoch * config.epochs
-    decay_start = round(per_epoch * config.epochs * (1 - config.decay_fraction))
+    decay_start = round(total * (1 - config.decay_fraction))  # of the planned run, not max_steps
     if config.max_steps:
         total = min(total, config.max_steps)
     bar = tqdm(

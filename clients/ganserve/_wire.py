@@ -8,21 +8,11 @@ from typing import Any
 import numpy as np
 
 from ganserve.errors import InvalidArgument
+from ganserve.tensor import from_tensor, to_tensor
 from ganserve.types import Images, ModelInfo, VersionState
 from ganserve.v1 import ganserve_pb2 as pb
 
 ENCODINGS = {"uint8": pb.RAW_UINT8, "float32": pb.RAW_FLOAT32}
-_STATES = {
-    pb.VersionState.READY: "READY",
-    pb.VersionState.LOADING: "LOADING",
-    pb.VersionState.FAILED: "FAILED",
-}
-
-
-def tensor(array: np.ndarray) -> pb.Tensor:
-    array = np.ascontiguousarray(array)
-    little = array.astype(array.dtype.newbyteorder("<"), copy=False)
-    return pb.Tensor(dtype=array.dtype.name, shape=array.shape, data=little.tobytes())
 
 
 def encoding(value: str) -> int:
@@ -53,7 +43,7 @@ def sample_request(
         chunk_size=chunk_size,
     )
     if latents is not None:
-        request.latents.CopyFrom(tensor(np.asarray(latents, np.float32)))
+        request.latents.CopyFrom(to_tensor(np.asarray(latents, np.float32)))
     elif count is None:
         raise InvalidArgument("count: give a count of images, or latents")
     else:
@@ -106,14 +96,12 @@ def translate_request(
     if images.dtype != np.uint8 or images.ndim != 4:
         raise InvalidArgument(f"images: {images.dtype}{list(images.shape)}; uint8 [N, H, W, C]")
     return pb.TranslateRequest(
-        model=model, version=version, images=tensor(images), encoding=encoding(output)
+        model=model, version=version, images=to_tensor(images), encoding=encoding(output)
     )
 
 
 def images(reply: pb.ImageBatch) -> Images:
-    t = reply.images
-    dtype = np.dtype({"uint8": np.uint8, "float32": np.float32}[t.dtype]).newbyteorder("<")
-    pixels = np.frombuffer(t.data, dtype).reshape(tuple(t.shape))
+    pixels = from_tensor(reply.images, "images")
     labels = np.asarray(reply.labels, np.int64) if len(reply.labels) else None
     return Images(pixels, reply.model, reply.version, reply.start_index, labels)
 
@@ -134,7 +122,8 @@ def model_info(info: pb.ModelInfo) -> ModelInfo:
         max_images_per_call=info.max_images_per_call,
         execution_provider=info.execution_provider,
         versions=tuple(
-            VersionState(v.version, _STATES.get(v.state, "UNKNOWN"), v.error) for v in info.versions
+            VersionState(v.version, pb.VersionState.State.Name(v.state), v.error)
+            for v in info.versions
         ),
         metadata=dict(info.metadata),
     )
@@ -143,6 +132,8 @@ def model_info(info: pb.ModelInfo) -> ModelInfo:
 def resume(request: Any, received: int) -> Any:
     """The same stream request for the images after the first `received` (a retry mid-stream:
     images depend on (seed, index, label) alone, so the rest of the stream is the same)."""
+    if not received:
+        return request
     rest = type(request)()
     rest.CopyFrom(request)
     rest.start_index = request.start_index + received

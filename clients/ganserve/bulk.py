@@ -24,7 +24,7 @@ import os
 import sys
 import time
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -64,6 +64,14 @@ class Job:
         start = shard * self.shard_size
         return start, min(self.shard_size, self.count - start)
 
+    def header(self) -> dict[str, Any]:
+        """The job as the manifest's first line records it."""
+        return {**asdict(self), "class_names": list(self.class_names)}
+
+    @classmethod
+    def from_header(cls, header: dict[str, Any]) -> Job:
+        return cls(**{**header, "class_names": tuple(header["class_names"])})
+
     def labels(self, start: int, n: int) -> np.ndarray | None:
         """Balanced labels: index i shows class i mod num_classes (the server's rule)."""
         if not self.conditional:
@@ -82,10 +90,10 @@ def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     return buffer.getvalue()
 
 
-def _write_atomic(path: Path, data: bytes, sync: bool = True) -> None:
-    """Write to a temporary name, then rename: a reader never sees half a file. `sync=False`
-    skips fsync (PNG files: a shard's checksum is checked again on resume, so a file lost
-    to a power cut is redone rather than trusted)."""
+def _write_atomic(path: Path, data: bytes, sync: bool = True) -> bytes:
+    """Write to a temporary name, then rename: a reader never sees half a file. Returns the
+    data's sha256 digest. `sync=False` skips fsync (PNG files: a shard's checksum is checked
+    again on resume, so a file lost to a power cut is redone rather than trusted)."""
     tmp = path.with_name(f".{path.name}.tmp")
     with tmp.open("wb") as f:
         f.write(data)
@@ -93,24 +101,92 @@ def _write_atomic(path: Path, data: bytes, sync: bool = True) -> None:
             f.flush()
             os.fsync(f.fileno())
     os.replace(tmp, path)
+    return hashlib.sha256(data).digest()
 
 
-def _read_records(manifest: Path) -> list[dict]:
-    """The manifest's JSON lines, skipping a line torn by a kill (its shard is redone)."""
-    records = []
-    for line in manifest.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            continue
-    return records
+def _combined(digests: Iterable[bytes]) -> str:
+    """A shard's checksum: sha256 over its files' sha256 digests, in order."""
+    digest = hashlib.sha256()
+    for d in digests:
+        digest.update(d)
+    return digest.hexdigest()
 
 
 def _sha256(paths: Sequence[Path]) -> str:
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()
+    return _combined(hashlib.sha256(path.read_bytes()).digest() for path in paths)
+
+
+def _problem(shard: int, files: Sequence[Path], sha256: str) -> str | None:
+    """Why a recorded shard's files cannot be trusted, or None when they match."""
+    missing = [str(p) for p in files if not p.exists()]
+    if missing:
+        return f"shard {shard}: {len(missing)} file(s) missing, e.g. {missing[0]}"
+    if _sha256(files) != sha256:
+        return f"shard {shard}: files missing or not matching the manifest"
+    return None
+
+
+def read_manifest(path: Path) -> tuple[dict | None, dict[int, dict]]:
+    """(the job header, shard records) of a manifest, skipping a line torn by a kill (its
+    shard is simply redone)."""
+    header, shards = None, {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if "job" in record:
+                header = record["job"]
+            elif "shard" in record:
+                shards[record["shard"]] = record
+    return header, shards
+
+
+class Manifest:
+    """`manifest.jsonl`: the job's header line, then one line per finished shard."""
+
+    def __init__(self, out: Path, header: dict[str, Any]) -> None:
+        self.out, self.header = out, header
+        self.path = out / MANIFEST
+
+    def resume(self, files_of: Callable[[int, dict], Sequence[Path]]) -> dict[int, dict]:
+        """Check that the folder holds this job (or nothing) and return the shards already
+        finished whose files still match their checksums."""
+        header, shards = read_manifest(self.path)
+        if header is not None and header != self.header:
+            diff = {k: (header.get(k), v) for k, v in self.header.items() if header.get(k) != v}
+            raise InvalidArgument(
+                f"out: {self.out} holds a different job (was, now: {diff}); use another folder"
+            )
+        self.out.mkdir(parents=True, exist_ok=True)
+        if header is None:
+            _write_atomic(self.path, (json.dumps({"job": self.header}) + "\n").encode())
+        return {k: r for k, r in shards.items() if _problem(k, files_of(k, r), r["sha256"]) is None}
+
+    def append(self, record: dict) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(record, sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def finish(self, records: dict[int, dict]) -> None:
+        """Rewrite in shard order: identical whatever order the shards finished in."""
+        lines = [json.dumps({"job": self.header})]
+        lines += [json.dumps(records[k], sort_keys=True) for k in sorted(records)]
+        _write_atomic(self.path, ("\n".join(lines) + "\n").encode())
+
+
+async def _run_shards(
+    todo: list[int], streams: int, make: Callable[[int], Awaitable[None]]
+) -> None:
+    """Make the shards in `todo` with `streams` workers, each taking the next shard."""
+
+    async def worker() -> None:
+        while todo:
+            await make(todo.pop(0))
+
+    await asyncio.gather(*(worker() for _ in range(min(streams, len(todo)))))
 
 
 class Dataset:
@@ -118,7 +194,7 @@ class Dataset:
 
     def __init__(self, out: Path, job: Job) -> None:
         self.out, self.job = Path(out), job
-        self.manifest = self.out / MANIFEST
+        self.manifest = Manifest(self.out, job.header())
 
     def folder(self, label: int | None) -> Path:
         if label is None:
@@ -135,39 +211,6 @@ class Dataset:
             for k in range(n)
         ]
 
-    def read_manifest(self) -> tuple[dict | None, dict[int, dict]]:
-        """(the job header, shard records), ignoring a torn last line from a crash."""
-        if not self.manifest.exists():
-            return None, {}
-        header, shards = None, {}
-        for record in _read_records(self.manifest):
-            if "job" in record:
-                header = record["job"]
-            elif "shard" in record:
-                shards[record["shard"]] = record
-        return header, shards
-
-    def start(self) -> dict[int, dict]:
-        """Check that the folder holds this job (or nothing); return the finished shards."""
-        header, shards = self.read_manifest()
-        wanted = asdict(self.job)
-        wanted["class_names"] = list(self.job.class_names)
-        if header is not None and header != wanted:
-            diff = {k: (header.get(k), v) for k, v in wanted.items() if header.get(k) != v}
-            raise InvalidArgument(
-                f"out: {self.out} holds a different job (was, now: {diff}); use another folder"
-            )
-        self.out.mkdir(parents=True, exist_ok=True)
-        if header is None:
-            with self.manifest.open("a") as f:
-                f.write(json.dumps({"job": wanted}) + "\n")
-        done = {}
-        for k, record in shards.items():
-            files = self.files(k)
-            if all(p.exists() for p in files) and _sha256(files) == record["sha256"]:
-                done[k] = record
-        return done
-
     def write(self, shard: int, pixels: np.ndarray) -> dict:
         """Write one shard atomically and return its manifest record."""
         start, n = self.job.span(shard)
@@ -177,11 +220,12 @@ class Dataset:
             arrays = {"images": pixels, "indices": np.arange(start, start + n, dtype=np.int64)}
             if labels is not None:
                 arrays["labels"] = labels
-            _write_atomic(files[0], npz_bytes(arrays))
+            digests = [_write_atomic(files[0], npz_bytes(arrays))]
         else:
+            digests = []
             for path, image in zip(files, pixels, strict=True):
                 path.parent.mkdir(parents=True, exist_ok=True)
-                _write_atomic(path, encode_png(image), sync=False)
+                digests.append(_write_atomic(path, encode_png(image), sync=False))
         per_class = None if labels is None else np.bincount(labels, minlength=self.job.num_classes)
         return {
             "shard": shard,
@@ -194,22 +238,8 @@ class Dataset:
             "files": [str(p.relative_to(self.out)) for p in files]
             if len(files) == 1
             else f"{len(files)} png files",
-            "sha256": _sha256(files),
+            "sha256": _combined(digests),
         }
-
-    def record(self, entry: dict) -> None:
-        with self.manifest.open("a") as f:
-            f.write(json.dumps(entry, sort_keys=True) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-
-    def finish(self, records: dict[int, dict]) -> None:
-        """Rewrite the manifest in shard order (identical whatever order shards finished in)."""
-        header = asdict(self.job)
-        header["class_names"] = list(self.job.class_names)
-        lines = [json.dumps({"job": header})]
-        lines += [json.dumps(records[k], sort_keys=True) for k in sorted(records)]
-        _write_atomic(self.manifest, ("\n".join(lines) + "\n").encode())
 
 
 class Progress:
@@ -289,34 +319,27 @@ async def run_job(
             info.class_names if conditional else (),
         )
         dataset = Dataset(Path(out), job)
-        records = dataset.start()
-        todo: asyncio.Queue[int] = asyncio.Queue()
-        for k in range(job.shards):
-            if k not in records:
-                todo.put_nowait(k)
+        records = dataset.manifest.resume(lambda k, _: dataset.files(k))
         progress = Progress(count, sum(r["count"] for r in records.values()), quiet)
 
-        async def worker() -> None:
-            while not todo.empty():
-                shard = todo.get_nowait()
-                start, n = job.span(shard)
-                chunks = []
-                kwargs = dict(seed=seed, start_index=start, version=job.version, chunk_size=256)
-                stream = (
-                    client.generate_stream(model, n, balanced=True, **kwargs)
-                    if conditional
-                    else client.sample_stream(model, n, **kwargs)
-                )
-                async for batch in stream:
-                    chunks.append(batch.pixels)
-                    progress.add(len(batch))
-                pixels = np.concatenate(chunks)
-                record = await asyncio.to_thread(dataset.write, shard, pixels)
-                dataset.record(record)
-                records[shard] = record
+        async def make(shard: int) -> None:
+            start, n = job.span(shard)
+            kwargs = dict(seed=seed, start_index=start, version=job.version, chunk_size=256)
+            stream = (
+                client.generate_stream(model, n, balanced=True, **kwargs)
+                if conditional
+                else client.sample_stream(model, n, **kwargs)
+            )
+            chunks = []
+            async for batch in stream:
+                chunks.append(batch.pixels)
+                progress.add(len(batch))
+            record = await asyncio.to_thread(dataset.write, shard, np.concatenate(chunks))
+            dataset.manifest.append(record)
+            records[shard] = record
 
-        await asyncio.gather(*(worker() for _ in range(min(streams, job.shards))))
-        dataset.finish(records)
+        await _run_shards([k for k in range(job.shards) if k not in records], streams, make)
+        dataset.manifest.finish(records)
         return {
             "out": str(out),
             "images": count,
@@ -332,34 +355,27 @@ def verify(out: str | Path) -> list[str]:
     manifest = out / MANIFEST
     if not manifest.exists():
         return [f"{manifest}: missing"]
-    lines = _read_records(manifest)
-    header = next((r["job"] for r in lines if "job" in r), None)
-    records = {r["shard"]: r for r in lines if "shard" in r}
+    header, records = read_manifest(manifest)
     if header is None:
         return [f"{manifest}: no job header"]
     if "sources" in header:  # a translation job: each record lists its output files
         shards = -(-header["count"] // header["shard_size"])
-        problems = [
-            f"shard {k}: missing from the manifest" for k in range(shards) if k not in records
-        ]
-        for k, record in sorted(records.items()):
-            outputs = [out / name for name in record["files"]]
-            if not all(p.exists() for p in outputs) or _sha256(outputs) != record["sha256"]:
-                problems.append(f"shard {k}: files missing or not matching the manifest")
-        return problems
-    header["class_names"] = tuple(header["class_names"])
-    job = Job(**header)
-    dataset = Dataset(out, job)
-    problems = [
-        f"shard {k}: missing from the manifest" for k in range(job.shards) if k not in records
-    ]
+
+        def files_of(_: int, record: dict) -> Sequence[Path]:
+            return _listed_files(out, record)
+
+    else:
+        dataset = Dataset(out, Job.from_header(header))
+        shards = dataset.job.shards
+
+        def files_of(shard: int, _: dict) -> Sequence[Path]:
+            return dataset.files(shard)
+
+    problems = [f"shard {k}: missing from the manifest" for k in range(shards) if k not in records]
     for k, record in sorted(records.items()):
-        files = dataset.files(k)
-        missing = [str(p) for p in files if not p.exists()]
-        if missing:
-            problems.append(f"shard {k}: {len(missing)} file(s) missing, e.g. {missing[0]}")
-        elif _sha256(files) != record["sha256"]:
-            problems.append(f"shard {k}: checksum does not match the manifest")
+        problem = _problem(k, files_of(k, record), record["sha256"])
+        if problem:
+            problems.append(problem)
     return problems
 
 
@@ -427,6 +443,11 @@ def main_verify(argv: Sequence[str]) -> int:
 # -- bulk translation: a folder of source images → a folder of translated images -------------
 
 
+def _listed_files(out: Path, record: dict) -> list[Path]:
+    """The output files a translation shard's record lists."""
+    return [out / name for name in record["files"]]
+
+
 def _png_size(data: bytes) -> bytes:
     return data[16:24]  # width and height from the IHDR chunk
 
@@ -468,28 +489,14 @@ async def run_translate_job(
             "sources": _sha256(files),
             "count": len(files),
         }
-        manifest = out / MANIFEST
-        done: dict[int, dict] = {}
-        if manifest.exists():
-            lines = _read_records(manifest)
-            old = next((x["job"] for x in lines if "job" in x), None)
-            if old is not None and old != header:
-                raise InvalidArgument(f"out: {out} holds a different translation job")
-            for record in (x for x in lines if "shard" in x):
-                outputs = [out / n for n in record["files"]]
-                if all(p.exists() for p in outputs) and _sha256(outputs) == record["sha256"]:
-                    done[record["shard"]] = record
-        out.mkdir(parents=True, exist_ok=True)
-        if not manifest.exists():
-            _write_atomic(manifest, (json.dumps({"job": header}) + "\n").encode())
+        manifest = Manifest(out, header)
+        done = manifest.resume(lambda _, record: _listed_files(out, record))
         shards = -(-len(files) // shard_size)
-        todo = [k for k in range(shards) if k not in done]
         progress = Progress(len(files), sum(r["count"] for r in done.values()), quiet)
 
-        async def translate_shard(k: int) -> None:
+        async def make(k: int) -> None:
             chunk = list(range(k * shard_size, min((k + 1) * shard_size, len(files))))
             blobs = [files[i].read_bytes() for i in chunk]
-            outputs: list[Path] = []
             groups: dict[bytes, list[int]] = {}
             for j, blob in enumerate(blobs):  # one call per image size
                 groups.setdefault(_png_size(blob), []).append(j)
@@ -499,32 +506,26 @@ async def run_translate_job(
                     model, [blobs[j] for j in members], version=info.version
                 )
                 results.update(zip(members, reply.pixels, strict=True))
-            for j, i in enumerate(chunk):
-                target = out / Path(names[i]).with_suffix(".png")
+            targets = [out / Path(names[i]).with_suffix(".png") for i in chunk]
+            digests = []
+            for j, target in enumerate(targets):
                 target.parent.mkdir(parents=True, exist_ok=True)
-                await asyncio.to_thread(_write_atomic, target, encode_png(results[j]), False)
-                outputs.append(target)
+                data = encode_png(results[j])
+                digests.append(await asyncio.to_thread(_write_atomic, target, data, False))
             record = {
                 "shard": k,
                 "count": len(chunk),
                 "model": model,
                 "version": info.version,
-                "files": [str(p.relative_to(out)) for p in outputs],
-                "sha256": _sha256(outputs),
+                "files": [str(p.relative_to(out)) for p in targets],
+                "sha256": _combined(digests),
             }
-            with manifest.open("a") as f:
-                f.write(json.dumps(record, sort_keys=True) + "\n")
+            manifest.append(record)
             done[k] = record
             progress.add(len(chunk))
 
-        async def worker() -> None:
-            while todo:
-                await translate_shard(todo.pop(0))
-
-        await asyncio.gather(*(worker() for _ in range(min(streams, max(len(todo), 1)))))
-        lines = [json.dumps({"job": header})]
-        lines += [json.dumps(done[k], sort_keys=True) for k in sorted(done)]
-        _write_atomic(manifest, ("\n".join(lines) + "\n").encode())
+        await _run_shards([k for k in range(shards) if k not in done], streams, make)
+        manifest.finish(done)
         return {
             "out": str(out),
             "images": len(files),

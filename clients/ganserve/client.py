@@ -63,39 +63,9 @@ def _credentials(tls: bool | grpc.ChannelCredentials) -> grpc.ChannelCredentials
 
 
 class _Base:
-    def __init__(
-        self,
-        address: str | Sequence[str],
-        *,
-        timeout: float,
-        retry: RetryPolicy,
-        tls: bool | grpc.ChannelCredentials,
-        max_message_bytes: int,
-        seed: int | None,
-    ) -> None:
-        self.addresses = _addresses(address)
-        self.timeout = timeout
-        self.retry = retry
-        self._rng = random.Random(seed)
-        self._next = itertools.cycle(range(len(self.addresses)))
-        self._options = [
-            ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.max_receive_message_length", max_message_bytes),
-        ]
-        self._credentials = _credentials(tls)
+    """What both clients share: addresses, channels, round-robin and the retry decision."""
 
-    def _pick(self) -> int:
-        return next(self._next)
-
-    def _channel(self, address: str, aio: bool) -> Any:
-        module = grpc.aio if aio else grpc
-        if self._credentials:
-            return module.secure_channel(address, self._credentials, self._options)
-        return module.insecure_channel(address, self._options)
-
-
-class Client(_Base):
-    """Blocking client. `address` is "host:port" or a list of them (round-robin)."""
+    _aio = False
 
     def __init__(
         self,
@@ -107,16 +77,44 @@ class Client(_Base):
         max_message_bytes: int = 64 * 2**20,
         seed: int | None = None,
     ) -> None:
-        super().__init__(
-            address,
-            timeout=timeout,
-            retry=retry,
-            tls=tls,
-            max_message_bytes=max_message_bytes,
-            seed=seed,
-        )
-        self._channels = [self._channel(a, aio=False) for a in self.addresses]
+        self.addresses = _addresses(address)
+        self.timeout = timeout
+        self.retry = retry
+        self._rng = random.Random(seed)
+        self._next = itertools.cycle(range(len(self.addresses)))
+        options = [
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_message_bytes),
+        ]
+        credentials = _credentials(tls)
+        module = grpc.aio if self._aio else grpc
+        self._channels = [
+            module.secure_channel(a, credentials, options)
+            if credentials
+            else module.insecure_channel(a, options)
+            for a in self.addresses
+        ]
         self._stubs = [pb_grpc.GeneratorStub(c) for c in self._channels]
+
+    def _attempt(self, deadline: float) -> tuple[pb_grpc.GeneratorStub, float]:
+        """The next server's stub (round-robin) and the time left for this attempt."""
+        return self._stubs[next(self._next)], max(0.001, deadline - time.monotonic())
+
+    def _wait_before_retry(self, exc: grpc.RpcError, attempt: int, deadline: float) -> float:
+        """How long to back off before the next attempt; raises the SDK error when the failure
+        is not retryable, the attempts are used up, or the wait would pass the deadline."""
+        wait = self.retry.delay(attempt, self._rng)
+        if (
+            exc.code() not in RETRYABLE  # type: ignore[attr-defined]
+            or attempt + 1 >= self.retry.max_attempts
+            or time.monotonic() + wait >= deadline
+        ):
+            raise from_rpc_error(exc) from None
+        return wait
+
+
+class Client(_Base):
+    """Blocking client. `address` is "host:port" or a list of them (round-robin)."""
 
     def __enter__(self) -> Client:
         return self
@@ -131,41 +129,26 @@ class Client(_Base):
     def _call(self, method: str, request: Any, timeout: float | None) -> Any:
         deadline = time.monotonic() + (timeout or self.timeout)
         for attempt in itertools.count():
-            stub = self._stubs[self._pick()]
+            stub, left = self._attempt(deadline)
             try:
-                return getattr(stub, method)(
-                    request, timeout=max(0.001, deadline - time.monotonic())
-                )
+                return getattr(stub, method)(request, timeout=left)
             except grpc.RpcError as exc:
-                self._backoff(exc, attempt, deadline)
+                time.sleep(self._wait_before_retry(exc, attempt, deadline))
         raise AssertionError("unreachable")
-
-    def _backoff(self, exc: grpc.RpcError, attempt: int, deadline: float) -> None:
-        wait = self.retry.delay(attempt, self._rng)
-        if (
-            exc.code() not in RETRYABLE
-            or attempt + 1 >= self.retry.max_attempts  # type: ignore[attr-defined]
-            or time.monotonic() + wait >= deadline
-        ):
-            raise from_rpc_error(exc) from None
-        time.sleep(wait)
 
     def _stream(self, method: str, request: Any, timeout: float | None) -> Iterator[Images]:
         deadline = time.monotonic() + (timeout or self.timeout)
         received = 0
         for attempt in itertools.count():
-            stub = self._stubs[self._pick()]
-            rest = _wire.resume(request, received) if received else request
+            stub, left = self._attempt(deadline)
             try:
-                for reply in getattr(stub, method)(
-                    rest, timeout=max(0.001, deadline - time.monotonic())
-                ):
+                for reply in getattr(stub, method)(_wire.resume(request, received), timeout=left):
                     batch = _wire.images(reply)
                     received += len(batch)
                     yield batch
                 return
             except grpc.RpcError as exc:
-                self._backoff(exc, attempt, deadline)
+                time.sleep(self._wait_before_retry(exc, attempt, deadline))
 
     # -- the API (AsyncClient mirrors it) -----------------------------------------------------
 
@@ -329,26 +312,7 @@ class Client(_Base):
 class AsyncClient(_Base):
     """The asyncio client: the same methods as `Client`, awaited (streams: `async for`)."""
 
-    def __init__(
-        self,
-        address: str | Sequence[str] = "localhost:8500",
-        *,
-        timeout: float = DEFAULT_TIMEOUT,
-        retry: RetryPolicy = RetryPolicy(),
-        tls: bool | grpc.ChannelCredentials = False,
-        max_message_bytes: int = 64 * 2**20,
-        seed: int | None = None,
-    ) -> None:
-        super().__init__(
-            address,
-            timeout=timeout,
-            retry=retry,
-            tls=tls,
-            max_message_bytes=max_message_bytes,
-            seed=seed,
-        )
-        self._channels = [self._channel(a, aio=True) for a in self.addresses]
-        self._stubs = [pb_grpc.GeneratorStub(c) for c in self._channels]
+    _aio = True
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -360,26 +324,14 @@ class AsyncClient(_Base):
         for channel in self._channels:
             await channel.close()
 
-    async def _backoff(self, exc: grpc.RpcError, attempt: int, deadline: float) -> None:
-        wait = self.retry.delay(attempt, self._rng)
-        if (
-            exc.code() not in RETRYABLE
-            or attempt + 1 >= self.retry.max_attempts  # type: ignore[attr-defined]
-            or time.monotonic() + wait >= deadline
-        ):
-            raise from_rpc_error(exc) from None
-        await asyncio.sleep(wait)
-
     async def _call(self, method: str, request: Any, timeout: float | None) -> Any:
         deadline = time.monotonic() + (timeout or self.timeout)
         for attempt in itertools.count():
-            stub = self._stubs[self._pick()]
+            stub, left = self._attempt(deadline)
             try:
-                return await getattr(stub, method)(
-                    request, timeout=max(0.001, deadline - time.monotonic())
-                )
+                return await getattr(stub, method)(request, timeout=left)
             except grpc.RpcError as exc:
-                await self._backoff(exc, attempt, deadline)
+                await asyncio.sleep(self._wait_before_retry(exc, attempt, deadline))
         raise AssertionError("unreachable")
 
     async def _stream(
@@ -388,18 +340,17 @@ class AsyncClient(_Base):
         deadline = time.monotonic() + (timeout or self.timeout)
         received = 0
         for attempt in itertools.count():
-            stub = self._stubs[self._pick()]
-            rest = _wire.resume(request, received) if received else request
+            stub, left = self._attempt(deadline)
             try:
                 async for reply in getattr(stub, method)(
-                    rest, timeout=max(0.001, deadline - time.monotonic())
+                    _wire.resume(request, received), timeout=left
                 ):
                     batch = _wire.images(reply)
                     received += len(batch)
                     yield batch
                 return
             except grpc.RpcError as exc:
-                await self._backoff(exc, attempt, deadline)
+                await asyncio.sleep(self._wait_before_retry(exc, attempt, deadline))
 
     async def list_models(self, *, timeout: float | None = None) -> list[ModelInfo]:
         reply = await self._call("ListModels", pb.ListModelsRequest(), timeout)

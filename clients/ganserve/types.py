@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ganserve.png import encode_png
+from ganserve.tensor import to_uint8
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class Images:
         folder.mkdir(parents=True, exist_ok=True)
         pixels = self.pixels
         if pixels.dtype != np.uint8:
-            pixels = np.rint((pixels + 1.0) * 127.5).clip(0, 255).astype(np.uint8)
+            pixels = to_uint8(pixels)
         paths = []
         for k, image in enumerate(pixels):
             path = folder / f"{prefix}{self.start_index + k:08d}.png"
