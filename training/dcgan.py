@@ -14,7 +14,7 @@ from torch.nn.utils import parametrize
 
 from training.config import TrainConfig
 from training.data import Split
-from training.gan import GAN, StepStats, evaluating
+from training.gan import GAN, StepStats, evaluating, frozen
 
 
 def weights_init(module: nn.Module) -> None:
@@ -135,17 +135,23 @@ class DCGAN(GAN):
         return None
 
     def judge(
-        self, real: torch.Tensor, fake: torch.Tensor, real_cond: tuple, fake_cond: tuple
+        self,
+        real: torch.Tensor,
+        fake: torch.Tensor,
+        real_cond: tuple,
+        fake_cond: tuple,
+        netD: nn.Module | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """netD's logits for the real and the fake images.
+        """`netD`'s (default: self.netD) logits for the real and the fake images.
 
         With `mixed_batch`, D sees both in one batch, so its BatchNorm statistics cannot tell
         a real batch from a fake one; otherwise, as in the DCGAN paper, one batch of each.
         """
+        netD = netD or self.netD
         if not self.config.mixed_batch:
-            return self.netD(real, *real_cond), self.netD(fake, *fake_cond)
+            return netD(real, *real_cond), netD(fake, *fake_cond)
         cond = tuple(torch.cat(pair) for pair in zip(real_cond, fake_cond, strict=True))
-        output = self.netD(torch.cat([real, fake]), *cond)
+        output = netD(torch.cat([real, fake]), *cond)
         return output[: len(real)], output[len(real) :]
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> StepStats:
@@ -164,10 +170,11 @@ class DCGAN(GAN):
 
         # (2) Update G network: maximize log(D(G(z))) (the non-saturating loss)
         self.optimizerG.zero_grad(set_to_none=True)
-        if self.config.mixed_batch:
-            _, output = self.judge(real, fake, real_cond, fake_cond)
-        else:
-            output = self.netD(fake, *fake_cond)
+        with frozen(self.discriminator) as netD:
+            if self.config.mixed_batch:
+                _, output = self.judge(real, fake, real_cond, fake_cond, netD)
+            else:
+                output = netD(fake, *fake_cond)
         errG = self.criterion(output, True)
         regulariser = self.generator_regulariser(fake, z)
         (errG if regulariser is None else errG + regulariser).backward()

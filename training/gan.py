@@ -63,6 +63,25 @@ def evaluating(module: nn.Module) -> Iterator[nn.Module]:
         module.train(was_training)
 
 
+@contextmanager
+def frozen(module: nn.Module) -> Iterator[nn.Module]:
+    """`module` with its parameters' gradients off inside the block.
+
+    G's update needs D's gradient with respect to D's input only; skipping D's own weight
+    gradients there saves a third of D's backward pass and changes no result (D's gradients
+    are reset before its next update). Pass the unwrapped D (`GAN.discriminator`): a DDP
+    wrapper would wait for gradients that never come.
+    """
+    params = [p for p in module.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
 def unwrap(module: nn.Module) -> nn.Module:
     """The module inside a DistributedDataParallel wrapper, or the module itself."""
     return getattr(module, "module", module)

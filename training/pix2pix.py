@@ -11,7 +11,7 @@ from torch import nn
 
 from training.config import TrainConfig
 from training.data import Split
-from training.gan import GAN, StepStats, evaluating
+from training.gan import GAN, StepStats, evaluating, frozen
 
 
 class UnetSkipConnectionBlock(nn.Module):
@@ -135,7 +135,8 @@ class Pix2Pix(GAN):
 
         # (2) Update G: fool D, and stay close to the target in L1
         self.optimizerG.zero_grad(set_to_none=True)
-        pred = self.netD(torch.cat([real_A, fake_B], 1))
+        with frozen(self.discriminator) as netD:
+            pred = netD(torch.cat([real_A, fake_B], 1))
         loss_G_GAN = self.criterion(pred, True)
         loss_G_L1 = self.criterionL1(fake_B, real_B) * self.config.lambda_l1
         (loss_G_GAN + loss_G_L1).backward()

@@ -55,7 +55,7 @@ def test_cgan_defaults_to_the_mixed_batch_and_the_flag_turns_it_off() -> None:
         "cgan", parse(["cgan", "--out", "x", "--no-mixed-batch"])
     ).mixed_batch
     dcgan = config_from_args("dcgan", parse(["dcgan", "--out", "x"]))
-    assert not dcgan.mixed_batch and dcgan.d_norm == "spectral" and dcgan.lr == 3e-4
+    assert not dcgan.mixed_batch and dcgan.d_norm == "spectral" and dcgan.lr == 4e-4
     with pytest.raises(ConfigError, match="d_norm"):
         TrainConfig(family="dcgan", d_norm="layer")
 
