@@ -15,12 +15,13 @@ from training.config import FAMILIES, LOSSES, ConfigError, TrainConfig
 # on 4,000 digits, more steps with a narrower net beat fewer with ngf 64, and a linear
 # learning-rate decay at the end (as pix2pix does) sharpens the samples.
 FAMILY_DEFAULTS: dict[str, dict[str, object]] = {
-    # dcgan: spectral norm in D (Miyato et al. 2018) and lr 4e-4: Frechet ratio 4.30
-    # (BatchNorm D: 7.0; spectral at lr 2e-4: 6.71, at 3e-4: 5.11), smallest class 7.5%
+    # dcgan: spectral norm in D (Miyato et al. 2018) and lr 4e-4 (150 epochs: Frechet ratio
+    # 4.30, but 1,272 s; BatchNorm D: 7.0; spectral at lr 2e-4: 6.71, at 3e-4: 5.11).
+    # 140 epochs keep the run inside 20 minutes on 2 cores; see docs/training.md.
     "dcgan": {
         "ngf": 32,
         "ndf": 32,
-        "epochs": 150,
+        "epochs": 140,
         "decay_fraction": 1 / 3,
         "d_norm": "spectral",
         "lr": 4e-4,
