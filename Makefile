@@ -45,9 +45,11 @@ protos: $(VENV)/.dev-installed
 	$(BIN)/python -m grpc_tools.protoc -I protos --python_out=clients --pyi_out=clients \
 		--grpc_python_out=clients protos/ganserve/v1/ganserve.proto
 
-## models: rebuild the shipped generators end to end (train → evaluate → export → verify), ~1 h
+## models: rebuild the shipped generators end to end (train → evaluate → export → verify), ~1 h;
+## replaces runs/{dcgan,cgan,pix2pix}-mnist and models/mnist-*, keeps a trained runs/classifier
 models: $(VENV)/.dev-installed
-	$(BIN)/python -m training classifier
+	test -f runs/classifier/classifier.pt || $(BIN)/python -m training classifier
+	rm -rf runs/dcgan-mnist runs/cgan-mnist runs/pix2pix-mnist
 	$(BIN)/python -m training dcgan --out runs/dcgan-mnist
 	$(BIN)/python -m training cgan --out runs/cgan-mnist
 	$(BIN)/python -m training pix2pix --out runs/pix2pix-mnist

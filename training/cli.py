@@ -127,6 +127,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command in FAMILIES:
             config = config_from_args(args.command, args)
+            earlier = args.out / "checkpoint.pt"
+            if earlier.exists() and args.resume is None:
+                parser.error(
+                    f"--out: {args.out} already holds a run; continue it with --resume {earlier}, "
+                    "or remove the folder to start afresh"
+                )
             result = trainer.train(
                 config,
                 args.out,

@@ -36,6 +36,16 @@ def test_rgb_mnist_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "digits are grey" in err
 
 
+def test_a_finished_run_is_not_overwritten(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    earlier = tmp_path / "checkpoint.pt"
+    earlier.write_bytes(b"an earlier run")
+    err = error_of(["dcgan", "--out", str(tmp_path), "--dry-run"], capsys)
+    assert "already holds a run" in err and f"--resume {earlier}" in err
+    assert earlier.read_bytes() == b"an earlier run"
+
+
 def test_missing_checkpoint_to_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "no such checkpoint file" in error_of(["evaluate", str(tmp_path / "x.pt")], capsys)
 
