@@ -45,7 +45,7 @@ protos: $(VENV)/.dev-installed
 	$(BIN)/python -m grpc_tools.protoc -I protos --python_out=clients --pyi_out=clients \
 		--grpc_python_out=clients protos/ganserve/v1/ganserve.proto
 
-## models: rebuild the shipped generators end to end (train → evaluate → export → verify), ~1 h;
+## models: rebuild the shipped generators end to end (train → evaluate → export → verify), ~50 min;
 ## replaces runs/{dcgan,cgan,pix2pix}-mnist and models/mnist-*, keeps a trained runs/classifier
 models: $(VENV)/.dev-installed
 	test -f runs/classifier/classifier.pt || $(BIN)/python -m training classifier
