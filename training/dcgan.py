@@ -147,7 +147,7 @@ class DCGAN(GAN):
         With `mixed_batch`, D sees both in one batch, so its BatchNorm statistics cannot tell
         a real batch from a fake one; otherwise, as in the DCGAN paper, one batch of each.
         """
-        netD = netD or self.netD
+        netD = self.netD if netD is None else netD  # a Sequential with no layers is falsy
         if not self.config.mixed_batch:
             return netD(real, *real_cond), netD(fake, *fake_cond)
         cond = tuple(torch.cat(pair) for pair in zip(real_cond, fake_cond, strict=True))

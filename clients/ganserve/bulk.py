@@ -390,6 +390,18 @@ def _run_command(prog: str, job: Any) -> int:
     return 0
 
 
+def _job_flags(p: Any, shard_size: int) -> None:
+    """The flags generate and translate share: model, output, sharding and servers."""
+    p.add_argument("--model", required=True)
+    p.add_argument("--version", type=int, default=0, help="0: the highest (pinned for the job)")
+    p.add_argument("--out", type=Path, required=True, help="output folder (resumable)")
+    p.add_argument("--shard-size", type=int, default=shard_size)
+    p.add_argument("--streams", type=int, default=2, help="concurrent streams")
+    p.add_argument("--server", action="append", help="host:port, repeatable (round-robin)")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds per shard")
+    p.add_argument("--quiet", action="store_true")
+
+
 def main_generate(argv: Sequence[str]) -> int:
     import argparse
 
@@ -398,19 +410,12 @@ def main_generate(argv: Sequence[str]) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", required=True)
-    p.add_argument("--version", type=int, default=0, help="0: the highest (pinned for the job)")
+    _job_flags(p, shard_size=1000)
     size = p.add_mutually_exclusive_group(required=True)
     size.add_argument("--count", type=int, help="images in all (balanced over classes)")
     size.add_argument("--per-class", type=int, help="images per class (conditional models)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, required=True, help="output folder (resumable)")
     p.add_argument("--format", choices=FORMATS, default="npz")
-    p.add_argument("--shard-size", type=int, default=1000)
-    p.add_argument("--streams", type=int, default=2, help="concurrent streams")
-    p.add_argument("--server", action="append", help="host:port, repeatable (round-robin)")
-    p.add_argument("--timeout", type=float, default=600.0, help="seconds per shard")
-    p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     job = run_job(
         args.server or ["localhost:8500"],
@@ -539,14 +544,8 @@ def main_translate(argv: Sequence[str]) -> int:
     import argparse
 
     p = argparse.ArgumentParser(prog="ganserve translate", description=run_translate_job.__doc__)
-    p.add_argument("--model", required=True)
-    p.add_argument("--version", type=int, default=0)
+    _job_flags(p, shard_size=256)
     p.add_argument("--input", type=Path, required=True, help="folder of source .png files")
-    p.add_argument("--out", type=Path, required=True, help="output folder (resumable)")
-    p.add_argument("--shard-size", type=int, default=256)
-    p.add_argument("--streams", type=int, default=2)
-    p.add_argument("--server", action="append", help="host:port, repeatable (round-robin)")
-    p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     job = run_translate_job(
         args.server or ["localhost:8500"],
@@ -556,6 +555,7 @@ def main_translate(argv: Sequence[str]) -> int:
         shard_size=args.shard_size,
         streams=args.streams,
         version=args.version,
+        timeout=args.timeout,
         quiet=args.quiet,
     )
     return _run_command("ganserve translate", job)
