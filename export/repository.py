@@ -4,8 +4,12 @@ Beside the versions, an optional `<root>/<name>/config.json` holds serving knobs
 (every key optional; unknown keys are an error, so a typo never goes unnoticed):
 
 ```json
-{"max_batch_size": 64, "max_queue_delay_ms": 2.0, "max_queue_size": 4096, "precision": "fp32"}
+{"max_batch_size": 64, "max_queue_delay_ms": 0.0, "max_queue_size": 4096, "precision": "fp32",
+ "instances": 2, "intra_op_threads": 1}
 ```
+
+`instances` is Triton's `instance_group { count }`: how many ONNX Runtime sessions serve the
+version at once; `intra_op_threads` is the threads each of them uses on the CPU.
 
 `precision: "fp16"` serves `model.fp16.onnx` from the version folder (made by
 `python -m export ... --fp16`) instead of `model.onnx`. Torch-free: the server reads it.
@@ -72,6 +76,8 @@ class ServingConfig:
     max_queue_delay_ms: float | None = None
     max_queue_size: int | None = None
     precision: str = "fp32"
+    instances: int | None = None
+    intra_op_threads: int | None = None
 
     @property
     def model_file(self) -> str:
@@ -92,7 +98,7 @@ def read_serving_config(model_dir: Path) -> ServingConfig:
         unknown = sorted(set(values) - known) if isinstance(values, dict) else values
         raise RepositoryError(f"{path}: unknown keys {unknown}; allowed: {sorted(known)}")
     config = ServingConfig(**values)
-    for key in ("max_batch_size", "max_queue_size"):
+    for key in ("max_batch_size", "max_queue_size", "instances", "intra_op_threads"):
         value = getattr(config, key)
         if value is not None and (not isinstance(value, int) or value < 1):
             raise RepositoryError(f"{path}: {key} must be a positive integer, got {value!r}")

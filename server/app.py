@@ -26,6 +26,7 @@ from server.config import ServerConfig, parse
 from server.metrics import Metrics
 from server.models import ModelRepository
 from server.service import GeneratorService, instrumented
+from server.workers import supervise
 
 log = logging.getLogger("ganserve.server")
 SERVICE_NAME = ganserve_pb2.DESCRIPTOR.services_by_name["Generator"].full_name
@@ -49,7 +50,8 @@ class GanServer:
             options=[
                 ("grpc.max_send_message_length", limit),
                 ("grpc.max_receive_message_length", limit),
-                ("grpc.so_reuseport", 0),
+                # a second server on a busy port fails to bind, unless it is meant to share it
+                ("grpc.so_reuseport", 1 if config.reuse_port else 0),
             ]
         )
         self._stopped = asyncio.Event()
@@ -118,5 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if config.workers > 1:
+        return supervise(config)
     asyncio.run(serve(config))
     return 0

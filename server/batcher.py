@@ -1,12 +1,16 @@
-"""The dynamic batcher: one per model version, event-driven, with bounded queues.
+"""The dynamic batcher: one per model version, event-driven, over N execution instances.
 
-Requests are cut into pieces of at most `max_batch_size` images and queued. A batch starts
-with the oldest live piece and takes every queued piece of the same shape that still fits; it is
-flushed when full, or `max_queue_delay` after its first piece arrived. The run happens on the
-model's own thread (ONNX Runtime releases the GIL), and the output is scattered back to each
-piece's future. A cancelled call's futures are cancelled, and its queued pieces are dropped
-without running. Each image's output depends on its inputs alone, so coalescing never changes
-the bytes a caller gets.
+Requests are cut into pieces of at most `max_batch_size` images and queued. Each execution
+instance (an ONNX Runtime session with a thread of its own) has a worker: an idle worker is
+woken by the next arrival and takes at once the oldest live piece and every queued piece of the
+same shape that still fits, so a lone request never waits (Triton's semantics). Batches grow by
+themselves while every instance is busy; `max_queue_delay` only adds a wait for a batch whose
+first piece arrived while every instance was busy (the server is loaded), and then at most that
+long after its arrival. Batches overlap across instances; the concatenation, the run and the
+slicing happen on the instance's thread (ONNX Runtime releases the GIL), and each piece's output
+goes back to its future. A cancelled call's futures are cancelled, and its queued pieces are
+dropped without running. Each image's output depends on its inputs alone, so coalescing and the
+choice of instance never change the bytes a caller gets.
 """
 
 from __future__ import annotations
@@ -15,13 +19,15 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from server.metrics import Metrics
+
+Run = Callable[[dict[str, np.ndarray]], np.ndarray]
 
 
 class QueueFull(Exception):
@@ -34,50 +40,77 @@ class _Piece:
     size: int
     key: tuple  # input shapes past the batch axis: only equal keys share a batch
     future: asyncio.Future[np.ndarray]
+    loaded: bool  # every instance was busy when it arrived: its batch may wait to fill
     enqueued: float = field(default_factory=time.perf_counter)
 
 
+def _run_batch(run: Run, batch: list[dict[str, np.ndarray]]) -> np.ndarray:
+    """Concatenate the pieces' inputs and run them: on the instance's thread, off the loop."""
+    if len(batch) == 1:
+        return run(batch[0])
+    return run({k: np.concatenate([feeds[k] for feeds in batch]) for k in batch[0]})
+
+
 class Batcher:
-    """Coalesces concurrent requests for one model into batches for `run`."""
+    """Coalesces concurrent requests for one model into batches for its instances' `runs`."""
 
     def __init__(
         self,
         name: str,
-        run: Callable[[dict[str, np.ndarray]], np.ndarray],
+        runs: Sequence[Run],
         *,
         max_batch_size: int,
         max_queue_delay_s: float,
         max_queue_size: int,
         metrics: Metrics,
     ) -> None:
+        if not runs:
+            raise ValueError(f"model {name}: a batcher needs at least one instance")
         self.name = name
-        self._run = run
+        self._runs = list(runs)
         self.max_batch_size = max_batch_size
         self.max_queue_delay_s = max_queue_delay_s
         self.max_queue_size = max_queue_size
         # this model's series, resolved once rather than per request
         self._depth = metrics.queue_depth.labels(name)
+        self._busy_gauge = metrics.busy_instances.labels(name)
         self._wait = metrics.queue_wait.labels(name)
         self._compute = metrics.compute_latency.labels(name)
         self._sizes = metrics.batch_size.labels(name)
         self._queue: deque[_Piece] = deque()
-        self._queued_images = 0  # submitted, not yet running: the queue and a filling batch
-        self._arrived = asyncio.Event()
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"run-{name}")
-        self._task: asyncio.Task[None] | None = None
+        self._queued_images = 0  # submitted, not yet running: the queue and filling batches
+        self._idle: deque[asyncio.Future[None]] = deque()  # one per worker waiting for work
+        self._woken = 0  # idle workers handed new work that have not taken it yet
+        self._busy = 0  # workers holding a batch (filling or running)
+        self._arrived: asyncio.Event | None = None  # set on each arrival, for filling batches
+        self._executors = [
+            ThreadPoolExecutor(1, thread_name_prefix=f"run-{name}-{i}") for i in range(len(runs))
+        ]
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def instances(self) -> int:
+        return len(self._runs)
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"batch-{self.name}")
+        loop = asyncio.get_running_loop()
+        self._arrived = asyncio.Event()
+        self._tasks = [
+            loop.create_task(self._worker(i), name=f"batch-{self.name}-{i}")
+            for i in range(len(self._runs))
+        ]
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
         for piece in self._queue:
             piece.future.cancel()
         self._queue.clear()
-        self._executor.shutdown(wait=True)
+        for executor in self._executors:
+            executor.shutdown(wait=True)
 
     async def submit(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """Run `feeds` (arrays with one batch axis) and return the output, in order."""
@@ -89,14 +122,16 @@ class Batcher:
             )
         loop = asyncio.get_running_loop()
         key = tuple((k, v.shape[1:], v.dtype.str) for k, v in feeds.items())
+        loaded = self._busy >= len(self._runs)
         pieces = []
         for lo in range(0, n, self.max_batch_size):
             part = {k: v[lo : lo + self.max_batch_size] for k, v in feeds.items()}
-            pieces.append(_Piece(part, min(self.max_batch_size, n - lo), key, loop.create_future()))
+            size = min(self.max_batch_size, n - lo)
+            pieces.append(_Piece(part, size, key, loop.create_future(), loaded))
         self._queue.extend(pieces)
         self._queued_images += n
         self._depth.set(self._queued_images)
-        self._arrived.set()
+        self._wake(len(pieces))
         try:
             if len(pieces) == 1:
                 return await pieces[0].future
@@ -107,8 +142,20 @@ class Batcher:
             raise
         return np.concatenate(outputs)
 
+    def _wake(self, pieces: int) -> None:
+        """Hand new work to up to `pieces` idle workers, and tell filling batches it came."""
+        assert self._arrived is not None, "Batcher.start() was not called"
+        self._arrived.set()
+        while pieces and self._idle:
+            waiter = self._idle.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                self._woken += 1
+                pieces -= 1
+
     def _take(self, first: _Piece | None, room: int) -> list[_Piece]:
-        """Queued live pieces that share the batch's shape and fit in `room` images."""
+        """Queued live pieces that share the batch's shape and fit in `room` images (a new
+        batch's first piece always goes: pieces are never larger than a batch)."""
         taken, kept = [], deque()
         while self._queue:
             piece = self._queue.popleft()
@@ -117,7 +164,8 @@ class Batcher:
                 continue
             if first is None:
                 first = piece
-            if piece.key == first.key and piece.size <= room:
+                room = max(room, piece.size)
+            if room and piece.key == first.key and piece.size <= room:
                 taken.append(piece)  # still counted as queued until its batch runs
                 room -= piece.size
             else:
@@ -125,44 +173,64 @@ class Batcher:
         self._queue = kept
         return taken
 
-    async def _loop(self) -> None:
+    async def _fill(self, batch: list[_Piece]) -> None:
+        """Under load, let `batch` grow until full or `max_queue_delay` after its first piece."""
+        assert self._arrived is not None
+        size = sum(p.size for p in batch)
+        flush_at = batch[0].enqueued + self.max_queue_delay_s
+        while size < self.max_batch_size:
+            wait = flush_at - time.perf_counter()
+            if wait <= 0:
+                return
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), wait)
+            more = self._take(batch[0], self.max_batch_size - size)
+            batch += more
+            size += sum(p.size for p in more)
+
+    async def _worker(self, instance: int) -> None:
         loop = asyncio.get_running_loop()
+        run, executor = self._runs[instance], self._executors[instance]
         while True:
-            batch = self._take(None, self.max_batch_size)
+            # Idle instances that were just handed work share the queue with this one, so two
+            # lone calls run side by side rather than as one batch on one instance.
+            share = -(-self._queued_images // (1 + self._woken))
+            batch = self._take(None, min(self.max_batch_size, share))
             if not batch:
                 self._depth.set(self._queued_images)
-                self._arrived.clear()
-                await self._arrived.wait()
+                waiter = loop.create_future()
+                self._idle.append(waiter)
+                await waiter
+                self._woken -= 1
                 continue
-            size = sum(p.size for p in batch)
-            flush_at = batch[0].enqueued + self.max_queue_delay_s
-            while size < self.max_batch_size:
-                wait = flush_at - time.perf_counter()
-                if wait <= 0:
-                    break
-                self._arrived.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._arrived.wait(), wait)
-                more = self._take(batch[0], self.max_batch_size - size)
-                batch += more
-                size += sum(p.size for p in more)
-            live = [p for p in batch if not p.future.done()]
-            self._queued_images -= sum(p.size for p in batch)  # running now, or dropped
-            self._depth.set(self._queued_images)
-            if live:
-                await self._execute(loop, live)
+            self._busy += 1
+            self._busy_gauge.set(self._busy)
+            try:
+                if batch[0].loaded and self.max_queue_delay_s > 0:
+                    await self._fill(batch)
+                live = [p for p in batch if not p.future.done()]
+                self._queued_images -= sum(p.size for p in batch)  # running now, or dropped
+                self._depth.set(self._queued_images)
+                if live:
+                    await self._execute(loop, run, executor, live)
+            finally:
+                self._busy -= 1
+                self._busy_gauge.set(self._busy)
 
-    async def _execute(self, loop: asyncio.AbstractEventLoop, batch: list[_Piece]) -> None:
+    async def _execute(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        run: Run,
+        executor: ThreadPoolExecutor,
+        batch: list[_Piece],
+    ) -> None:
         started = time.perf_counter()
         for piece in batch:
             self._wait.observe(started - piece.enqueued)
-        if len(batch) == 1:
-            feeds = batch[0].feeds
-        else:
-            feeds = {k: np.concatenate([p.feeds[k] for p in batch]) for k in batch[0].feeds}
         size = sum(p.size for p in batch)
         try:
-            output = await loop.run_in_executor(self._executor, self._run, feeds)
+            output = await loop.run_in_executor(executor, _run_batch, run, [p.feeds for p in batch])
         except Exception as exc:  # the whole batch failed: every caller hears why
             for piece in batch:
                 if not piece.future.done():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -24,7 +24,11 @@ class ServerConfig:
     port: int = 8500  # gRPC; 0 picks a free port
     metrics_port: int = 8501  # Prometheus /metrics over HTTP; 0 picks a free port, -1 = off
     device: str = "auto"  # auto = CUDA when onnxruntime has it, else CPU
-    intra_op_threads: int = 0  # ONNX Runtime threads per model; 0 = the number of CPU cores
+    instances: int = 0  # execution instances per model version; 0 = by device and cores
+    intra_op_threads: int = 0  # ONNX Runtime threads per instance; 0 = by device and cores
+    intra_op_spinning: bool = False  # let idle intra-op threads spin (CPU; measured: slower)
+    workers: int = 1  # server processes sharing the gRPC port (SO_REUSEPORT)
+    reuse_port: bool = False  # let other processes bind the same gRPC port (what --workers does)
     max_batch_size: int = 64  # images per ONNX Runtime run
     max_queue_delay_ms: float = 2.0  # wait at most this long after a batch's first image
     max_queue_size: int = 4096  # images waiting per model; beyond: RESOURCE_EXHAUSTED
@@ -43,14 +47,15 @@ class ServerConfig:
             "max_message_bytes",
             "max_translation_pixels",
             "stream_chunk_size",
+            "workers",
         )
         for name in positive:
             if getattr(self, name) < 1:
                 raise ServerConfigError(f"--{_flag(name)}: must be at least 1")
-        if self.max_queue_delay_ms < 0 or self.grace_seconds < 0 or self.intra_op_threads < 0:
-            raise ServerConfigError(
-                "--max-queue-delay-ms, --grace-seconds, --intra-op-threads: must be >= 0"
-            )
+        nonnegative = ("max_queue_delay_ms", "grace_seconds", "instances", "intra_op_threads")
+        for name in nonnegative:
+            if getattr(self, name) < 0:
+                raise ServerConfigError(f"--{_flag(name)}: must be at least 0")
         if self.device not in DEVICES:
             raise ServerConfigError(f"--device: {self.device!r}; one of {', '.join(DEVICES)}")
         if not 0 <= self.port < 65536 or not -1 <= self.metrics_port < 65536:
@@ -61,8 +66,20 @@ def _flag(name: str) -> str:
     return name.replace("_", "-")
 
 
-def _kind(default: object) -> type:
-    """The type a setting's text is parsed with: its default's (Path for paths)."""
+def boolean(text: str) -> bool:
+    """A yes/no setting's text: 1, true, yes, on or 0, false, no, off (any case)."""
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{text!r}: use true or false")
+
+
+def _kind(default: object) -> Callable[[str], object]:
+    """How a setting's text is parsed: as its default's type (Path for paths, yes/no for bools)."""
+    if isinstance(default, bool):
+        return boolean
     return Path if isinstance(default, Path) else type(default)
 
 
@@ -78,7 +95,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "port": "gRPC port (0: any free one)",
         "metrics_port": "Prometheus port (0: any free one; -1: off)",
         "device": "auto, cpu or cuda",
-        "intra_op_threads": "ONNX Runtime threads per model (0: all cores)",
+        "instances": "execution instances per model (0: one per core on CPU, 2 on CUDA)",
+        "intra_op_threads": "ONNX Runtime threads per instance (0: the cores shared out)",
+        "intra_op_spinning": "true: idle ONNX Runtime threads spin (CPU)",
+        "workers": "server processes sharing the gRPC port, each with its own models",
+        "reuse_port": "true: share the gRPC port with other processes (SO_REUSEPORT)",
         "max_batch_size": "images per ONNX Runtime run",
         "max_queue_delay_ms": "longest wait for a batch to fill",
         "max_queue_size": "images queued per model before RESOURCE_EXHAUSTED",
@@ -93,6 +114,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             f"--{_flag(f.name)}",
             type=_kind(default),
+            metavar="BOOL" if isinstance(default, bool) else None,
             default=None,
             help=f"{help_of.get(f.name, f.name)} (env {env_name(f.name)}, default {default})",
         )

@@ -70,7 +70,18 @@ class Metrics:
             registry=r,
         )
         self.queue_depth = Gauge(
-            "ganserve_queue_depth", "Images waiting in a model's queue.", ["model"], registry=r
+            "ganserve_queue_depth",
+            "Images waiting in a model's queue.",
+            ["model"],
+            registry=r,
+            multiprocess_mode="livesum",  # --workers: the sum over the live workers
+        )
+        self.busy_instances = Gauge(
+            "ganserve_busy_instances",
+            "Execution instances of a model holding a batch (filling or running).",
+            ["model"],
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.images = Counter(
             "ganserve_images",
@@ -83,6 +94,7 @@ class Metrics:
             "1 for the state each model version is in (loading, ready, failed).",
             ["model", "version", "state"],
             registry=r,
+            multiprocess_mode="livemax",  # a state any live worker is in
         )
         self._http: WSGIServer | None = None
         self._thread: threading.Thread | None = None

@@ -1,4 +1,4 @@
-"""The loaded model repository: one runner and one batcher per model version.
+"""The loaded model repository: N runners (execution instances) and one batcher per version.
 
 A version that fails to load (corrupt file, metadata the server cannot read, a bad config.json)
 is recorded as FAILED with its reason, logged, and shown in metrics; the others serve on.
@@ -22,7 +22,7 @@ from export.repository import (
 from server.batcher import Batcher
 from server.config import ServerConfig
 from server.metrics import Metrics
-from server.runner import Runner
+from server.runner import Runner, choose_providers, cpu_cores, plan_instances
 
 log = logging.getLogger("ganserve.models")
 
@@ -37,7 +37,7 @@ class ModelUnavailable(RuntimeError):
 
 @dataclass
 class ModelVersion:
-    """One version: its state and, once ready, its card, runner and batcher."""
+    """One version: its state and, once ready, its card, runners and batcher."""
 
     name: str
     version: int
@@ -45,7 +45,7 @@ class ModelVersion:
     state: str = "loading"  # loading → ready | failed
     error: str = ""
     card: ModelCard | None = None
-    runner: Runner | None = None
+    runners: tuple[Runner, ...] = ()
     batcher: Batcher | None = None
 
 
@@ -70,6 +70,8 @@ class ModelRepository:
             delay_ms = serving.max_queue_delay_ms
             if delay_ms is None:
                 delay_ms = self.config.max_queue_delay_ms
+            instances = serving.instances or self.config.instances
+            threads = serving.intra_op_threads or self.config.intra_op_threads
             for version in versions(root / name):
                 mv = ModelVersion(name, version, root / name / str(version) / serving.model_file)
                 self.models.setdefault(name, {})[version] = mv
@@ -78,14 +80,14 @@ class ModelRepository:
                     self._fail(mv, error)
                     continue
                 try:
-                    await asyncio.to_thread(self._load_version, mv, max_batch)
+                    await asyncio.to_thread(self._load_version, mv, max_batch, instances, threads)
                 except Exception as exc:  # any failure stays with this version alone
                     self._fail(mv, f"{type(exc).__name__}: {exc}")
                     continue
-                assert mv.runner is not None and mv.card is not None
+                assert mv.runners and mv.card is not None
                 mv.batcher = Batcher(
                     f"{name}:{version}",
-                    mv.runner.run,
+                    [runner.run for runner in mv.runners],
                     max_batch_size=max_batch,
                     max_queue_delay_s=delay_ms / 1000.0,
                     max_queue_size=serving.max_queue_size or self.config.max_queue_size,
@@ -95,19 +97,28 @@ class ModelRepository:
                 mv.state = "ready"
                 self.metrics.set_model_state(name, version, "ready")
                 log.info(
-                    "model %s version %d ready on %s (%s)",
+                    "model %s version %d ready on %s (%s), %d instance(s) x %d thread(s)",
                     name,
                     version,
-                    mv.runner.provider,
+                    mv.runners[0].provider,
                     mv.card.kind,
+                    len(mv.runners),
+                    mv.runners[0].threads,
                 )
 
-    def _load_version(self, mv: ModelVersion, max_batch: int) -> None:
+    def _load_version(self, mv: ModelVersion, max_batch: int, instances: int, threads: int) -> None:
         if not mv.path.is_file():
             raise FileNotFoundError(f"{mv.path} is missing")
-        runner = Runner(mv.path, device=self.config.device, threads=self.config.intra_op_threads)
-        runner.warm_up((1, max_batch))
-        mv.runner, mv.card = runner, runner.card
+        device = self.config.device
+        provider = choose_providers(device)[0]
+        count, threads = plan_instances(provider, instances, threads, cpu_cores())
+        spinning = self.config.intra_op_spinning
+        runners = []
+        for _ in range(count):
+            runner = Runner(mv.path, device=device, threads=threads, spinning=spinning)
+            runner.warm_up((1, max_batch))
+            runners.append(runner)
+        mv.runners, mv.card = tuple(runners), runners[0].card
 
     def _fail(self, mv: ModelVersion, error: str) -> None:
         mv.state, mv.error = "failed", error

@@ -1,4 +1,4 @@
-"""One ONNX Runtime session per model version: provider choice, IO binding, warm-up."""
+"""One ONNX Runtime session per execution instance: providers, threads, IO binding, warm-up."""
 
 from __future__ import annotations
 
@@ -14,6 +14,34 @@ from export.metadata import ModelCard, example_inputs
 log = logging.getLogger("ganserve.runner")
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
+
+
+def cpu_cores() -> int:
+    """The cores this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def plan_instances(provider: str, instances: int, threads: int, cores: int) -> tuple[int, int]:
+    """(instances, intra-op threads each) for a model; 0 for either means "choose".
+
+    On the CPU the cores are shared out: by default one instance per core with one thread each,
+    which measured best for every load in `bench.serving` (docs/serving.md): a run on its own
+    thread has no thread pool to wake, and two runs keep both cores busy. On CUDA, two
+    instances (two sessions, so two CUDA streams) let one batch's copies and Python work overlap
+    another's kernels; the CPU threads only serve nodes that fall back to the CPU.
+    """
+    if provider == CUDA:
+        return instances or 2, threads or 1
+    if instances and threads:
+        return instances, threads
+    if instances:
+        return instances, max(1, cores // instances)
+    if threads:
+        return max(1, cores // threads), threads
+    return cores, 1
 
 
 def choose_providers(device: str) -> list[str]:
@@ -34,17 +62,23 @@ def choose_providers(device: str) -> list[str]:
 class Runner:
     """Runs a generator: a dict of input arrays [N, ...] → the output array [N, ...].
 
-    On the CPU, intra-op threads do not spin while idle (measured: spinning starved the gRPC
-    threads on 2 cores). On CUDA, inputs and the output go through IO binding so each run
-    makes one copy in and one out.
+    One runner is one execution instance: its own session, so its own intra-op thread pool on
+    the CPU and its own CUDA stream on the GPU. On the CPU, intra-op threads do not spin while
+    idle unless `spinning` (measured: spinning starved the gRPC threads on 2 cores). On CUDA,
+    inputs and the output go through IO binding so each run makes one copy in and one out.
     """
 
-    def __init__(self, path: Path, *, device: str = "auto", threads: int = 0) -> None:
+    def __init__(
+        self, path: Path, *, device: str = "auto", threads: int = 0, spinning: bool = False
+    ) -> None:
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or (os.cpu_count() or 1)
+        self.threads = threads or cpu_cores()
+        options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry(
+            "session.intra_op.allow_spinning", "1" if spinning else "0"
+        )
         options.log_severity_level = 3
         self.session = ort.InferenceSession(str(path), options, providers=choose_providers(device))
         self.card = ModelCard.from_props(self.session.get_modelmeta().custom_metadata_map)

@@ -244,7 +244,7 @@ class GeneratorService(pb_grpc.GeneratorServicer):
         except (ModelNotFound, ModelUnavailable):
             return info  # no ready version: the states say why
         card = mv.card
-        assert card is not None and mv.runner is not None and mv.batcher is not None
+        assert card is not None and mv.runners and mv.batcher is not None
         info.version = mv.version
         info.kind = card.kind
         info.latent_size = card.latent_size
@@ -253,7 +253,7 @@ class GeneratorService(pb_grpc.GeneratorServicer):
         info.height, info.width, info.channels = card.height, card.width, card.channels
         info.size_multiple = card.size_multiple
         info.max_batch_size = mv.batcher.max_batch_size
-        info.execution_provider = mv.runner.provider
+        info.execution_provider = mv.runners[0].provider
         info.metadata.update(card.to_props())
         return info
 

@@ -1,0 +1,298 @@
+"""ganserve against what a user would pick instead, and against ONNX Runtime's own best: one run.
+
+    .venv/bin/python -m bench.serving                       # both models, 10 s per cell
+    .venv/bin/python -m bench.serving --seconds 3 --models mnist-dcgan
+    .venv/bin/python -m bench.serving --variant "1x2=--instances 1 --intra-op-threads 2"
+
+For each model (the shipped 32x32 `mnist-dcgan`, and the standard DCGAN 64x64x3 that
+`bench.make_dcgan64` exports to runs/bench-models):
+
+1. In-process ONNX Runtime, no server: one session with `--threads` intra-op threads, spinning
+   on and off, and `--threads` sessions of one thread each called from as many threads; at
+   batches 1, 16, 64 and 256. The best of all of them is "raw best".
+2. Servers, each a subprocess on a free port, all up at once and idle between cells: the plain
+   server (`bench.plain_server`: the grpc tutorial's thread pool, one ONNX Runtime call per
+   request, `--threads` intra-op threads, spinning off), ganserve at its defaults, ganserve
+   `--workers 2`, any `--variant`, and a gRPC server that computes nothing
+   (`bench.echo_server`) for the single-image cells.
+3. Closed-loop load, interleaved (every server in turn at one cell before the next cell): 1 and
+   64 clients x 1 image, 8 clients x 16 and x 256 images, and one client reading 4,096-image
+   streams in chunks of 256. Each client has its own connection (so `--workers` sees them
+   spread). Cells give images/s and the median call time.
+
+The load generator is this process, on the same cores as the servers: every server pays for
+it alike. Figures move between runs on a shared machine; compare within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import onnxruntime as ort
+
+from export.metadata import ModelCard, example_inputs
+from ganserve.v1 import ganserve_pb2 as pb
+from ganserve.v1 import ganserve_pb2_grpc as pb_grpc
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH_MODELS = ROOT / "runs" / "bench-models"
+# (name, clients, images per call); count 0 marks the streaming cell
+CELLS = (
+    ("1 client x 1", 1, 1),
+    ("64 clients x 1", 64, 1),
+    ("8 clients x 16", 8, 16),
+    ("8 clients x 256", 8, 256),
+    ("stream, chunks of 256", 1, 0),
+)
+STREAM_COUNT, STREAM_CHUNK = 4096, 256
+
+
+# -- in-process ONNX Runtime ----------------------------------------------------------------
+
+
+def session(path: Path, threads: int, spinning: bool) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def raw_rate(sessions: list[ort.InferenceSession], batch: int, seconds: float) -> float:
+    """Images/s with one caller thread per session, each looping on `run` at `batch`."""
+    card = ModelCard.from_props(sessions[0].get_modelmeta().custom_metadata_map)
+    feeds = example_inputs(card, batch)
+    output = sessions[0].get_outputs()[0].name
+    for s in sessions:
+        s.run([output], feeds)
+    done = [0] * len(sessions)
+    stop = time.perf_counter() + seconds
+
+    def loop(i: int) -> None:
+        while time.perf_counter() < stop:
+            sessions[i].run([output], feeds)
+            done[i] += batch
+
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(len(sessions))]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(done) / (time.perf_counter() - started)
+
+
+def raw_table(path: Path, threads: int, seconds: float) -> dict[str, tuple[float, int]]:
+    """Each ONNX Runtime setting's best images/s and the batch it came at."""
+    settings = {
+        f"1 session x {threads} threads, spinning": lambda: [session(path, threads, True)],
+        f"1 session x {threads} threads, no spinning": lambda: [session(path, threads, False)],
+        f"{threads} sessions x 1 thread, side by side": lambda: [
+            session(path, 1, False) for _ in range(threads)
+        ],
+    }
+    best = {}
+    for name, make in settings.items():
+        rates = {b: raw_rate(make(), b, seconds) for b in (1, 16, 64, 256)}
+        batch = max(rates, key=rates.__getitem__)
+        best[name] = (rates[batch], batch)
+    return best
+
+
+# -- servers and load -----------------------------------------------------------------------
+
+
+class Server:
+    """A server subprocess that prints `gRPC on HOST:PORT,` once it takes calls."""
+
+    def __init__(self, name: str, cmd: list[str]) -> None:
+        self.name = name
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.process = subprocess.Popen(
+            cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
+        )
+        deadline = time.monotonic() + 300
+        line = ""
+        while "gRPC on" not in line:
+            line = self.process.stdout.readline() if self.process.stdout else ""
+            if (not line and self.process.poll() is not None) or time.monotonic() > deadline:
+                self.close()
+                raise RuntimeError(f"{name}: did not start ({' '.join(cmd)})")
+        self.address = "127.0.0.1:" + re.search(r":(\d+),", line).group(1)  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def ganserve(repository: Path, threads: int, device: str, extra: list[str]) -> list[str]:
+    flags = [
+        *("--model-repository", str(repository), "--device", device, "--port", "0"),
+        *("--metrics-port", "-1", "--log-level", "WARNING"),
+    ]
+    return [sys.executable, "-m", "server", *flags, *extra]
+
+
+@dataclass
+class Cell:
+    images_per_second: float
+    p50_ms: float
+
+    def __str__(self) -> str:
+        return f"{self.images_per_second:,.0f} ({self.p50_ms:.1f})"
+
+
+async def load(address: str, model: str, clients: int, count: int, seconds: float) -> Cell:
+    """Closed loop: `clients` callers, each on its own connection, for `seconds`."""
+    options = [("grpc.use_local_subchannel_pool", 1), ("grpc.max_receive_message_length", -1)]
+    channels = [grpc.aio.insecure_channel(address, options=options) for _ in range(clients)]
+    stubs = [pb_grpc.GeneratorStub(c) for c in channels]
+
+    def caller(stub: pb_grpc.GeneratorStub) -> Callable[[], Awaitable[int]]:
+        async def unary() -> int:
+            reply = await stub.Sample(pb.SampleRequest(model=model, count=count, seed=1))
+            return reply.images.shape[0]
+
+        async def stream() -> int:
+            n = 0
+            request = pb.SampleRequest(model=model, count=STREAM_COUNT, chunk_size=STREAM_CHUNK)
+            async for chunk in stub.SampleStream(request):
+                n += chunk.images.shape[0]
+            return n
+
+        return unary if count else stream
+
+    calls = [caller(s) for s in stubs]
+    times: list[float] = []
+    done = 0
+    try:
+        await asyncio.gather(*(call() for call in calls))  # connect and warm up
+        stop = time.perf_counter() + seconds
+
+        async def client(call: Callable[[], Awaitable[int]]) -> None:
+            nonlocal done
+            while time.perf_counter() < stop:
+                started = time.perf_counter()
+                n = await call()
+                times.append(time.perf_counter() - started)
+                done += n
+
+        started = time.perf_counter()
+        await asyncio.gather(*(client(call) for call in calls))
+        elapsed = time.perf_counter() - started
+    finally:
+        for c in channels:
+            await c.close()
+    return Cell(done / elapsed, 1000 * statistics.median(times))
+
+
+# -- the run --------------------------------------------------------------------------------
+
+
+def model_path(repository: Path, model: str) -> Path:
+    path = repository / model / "1" / "model.onnx"
+    if not path.exists() and model == "dcgan64":
+        subprocess.run([sys.executable, "-m", "bench.make_dcgan64"], cwd=ROOT, check=True)
+    return path
+
+
+def bench_model(model: str, args: argparse.Namespace) -> None:
+    repository = BENCH_MODELS if model == "dcgan64" else ROOT / "models"
+    path = model_path(repository, model)
+    card = ModelCard.from_props(session(path, 1, False).get_modelmeta().custom_metadata_map)
+    raw = raw_table(path, args.threads, args.raw_seconds)
+    raw_best = max(rate for rate, _ in raw.values())
+    variants = {"ganserve": [], "ganserve --workers 2": ["--workers", "2"]}
+    for spec in args.variant:
+        name, _, flags = spec.partition("=")
+        variants[f"ganserve {name}"] = shlex.split(flags)
+    commands = {
+        "plain": [
+            *(sys.executable, "-m", "bench.plain_server", "--model", str(path)),
+            *("--threads", str(args.threads)),
+        ],
+        **{
+            name: ganserve(repository, args.threads, args.device, extra)
+            for name, extra in variants.items()
+        },
+        "echo": [
+            *(sys.executable, "-m", "bench.echo_server", "--shape"),
+            *(str(card.height), str(card.width), str(card.channels)),
+        ],
+    }
+    servers = {name: Server(name, cmd) for name, cmd in commands.items()}
+    table: dict[str, dict[str, Cell]] = {name: {} for name, _, _ in CELLS}
+    try:
+        for cell, clients, count in CELLS:
+            for name, server in servers.items():
+                table[cell][name] = asyncio.run(
+                    load(server.address, model, clients, count, args.seconds)
+                )
+                print(f"  {model} {cell} {name}: {table[cell][name]}", file=sys.stderr)
+    finally:
+        for server in servers.values():
+            server.close()
+
+    print(
+        f"\n### {model} ({card.height}x{card.width}x{card.channels}, nz {card.latent_size}): "
+        f"{os.cpu_count()} cores, onnxruntime {ort.__version__}, {args.threads} threads, "
+        f"{args.seconds:g} s per cell\n"
+    )
+    print("| ONNX Runtime in-process | images/s | at batch |\n|---|---:|---:|")
+    for name, (rate, batch) in raw.items():
+        print(f"| {name} | {rate:,.0f} | {batch} |")
+    names = [n for n in servers if n not in ("plain", "echo")]
+    head = " | ".join(f"{n} | ratio" for n in names)
+    print(f"\nimages/s (median call ms); ratio = over plain; raw best {raw_best:,.0f} images/s\n")
+    print(f"| load | plain | {head} | echo (no model) | best / raw best |")
+    print("|---|---:|" + "---:|---:|" * len(names) + "---:|---:|")
+    for cell, _, _ in CELLS:
+        row, plain = table[cell], table[cell]["plain"]
+        cols = " | ".join(
+            f"{row[n]} | {row[n].images_per_second / plain.images_per_second:.2f}x" for n in names
+        )
+        echo = str(row["echo"]) if "echo" in row else ""
+        best = max(row[n].images_per_second for n in names) / raw_best
+        print(f"| {cell} | {plain} | {cols} | {echo} | {best:.2f}x |")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--models", nargs="+", default=["mnist-dcgan", "dcgan64"])
+    p.add_argument("--seconds", type=float, default=10.0, help="per server and cell")
+    p.add_argument("--raw-seconds", type=float, default=2.0, help="per ONNX Runtime setting")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=FLAGS",
+        help='another ganserve to compare, e.g. "1x2=--instances 1 --intra-op-threads 2"',
+    )
+    args = p.parse_args()
+    for model in args.models:
+        bench_model(model, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""The batcher on its own: dispatch to idle instances, filling under load, limits, cancellation.
+
+The runs here are plain functions on the instances' threads (the batcher takes any callable), so
+a test can hold an instance busy for exactly as long as it needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+import numpy as np
+import pytest
+
+from server.batcher import Batcher, QueueFull
+from server.metrics import Metrics
+
+
+class Instance:
+    """A run that doubles `z`, records each batch's rows, and can be held until released."""
+
+    def __init__(self, barrier: threading.Barrier | None = None) -> None:
+        self.batches: list[list[float]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+        self.barrier = barrier
+
+    def hold(self) -> None:
+        self.gate.clear()
+        self.entered.clear()
+
+    def __call__(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        self.entered.set()
+        if self.barrier is not None:
+            self.barrier.wait()  # raises BrokenBarrierError if the other run never comes
+        assert self.gate.wait(10), "held for more than 10 s"
+        self.batches.append(feeds["z"][:, 0].tolist())
+        if (feeds["z"] < 0).any():
+            raise RuntimeError("negative input")
+        return feeds["z"] * 2
+
+
+def run(coro: Coroutine[Any, Any, Any]) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, 30))
+
+
+def z(*values: float) -> dict[str, np.ndarray]:
+    return {"z": np.asarray(values, np.float32).reshape(-1, 1)}
+
+
+def batcher(runs: list[Instance], **settings: Any) -> Batcher:
+    knobs: dict[str, Any] = {"max_batch_size": 8, "max_queue_delay_s": 0.0, "max_queue_size": 64}
+    knobs.update(settings)
+    b = Batcher("m:1", runs, metrics=Metrics(), **knobs)
+    b.start()
+    return b
+
+
+async def until(event: threading.Event) -> None:
+    deadline = time.monotonic() + 10
+    while not event.is_set():
+        assert time.monotonic() < deadline, "the instance never started a run"
+        await asyncio.sleep(0.001)
+
+
+def test_each_call_gets_its_own_rows_however_it_is_cut_and_coalesced() -> None:
+    async def go() -> list[np.ndarray]:
+        b = batcher([Instance(), Instance()], max_batch_size=4)
+        try:
+            return await asyncio.gather(
+                *(b.submit(z(*range(i, i + n))) for i, n in [(0, 3), (10, 9), (30, 1)])
+            )
+        finally:
+            await b.close()
+
+    small, large, single = run(go())
+    assert small[:, 0].tolist() == [0, 2, 4]
+    assert large[:, 0].tolist() == [2 * v for v in range(10, 19)]  # 3 pieces of at most 4
+    assert single[:, 0].tolist() == [60]
+
+
+def test_batches_overlap_on_two_instances() -> None:
+    barrier = threading.Barrier(2, timeout=5)  # a run waits here until the other one starts
+
+    async def go() -> None:
+        b = batcher([Instance(barrier), Instance(barrier)])
+        try:
+            first, second = await asyncio.gather(b.submit(z(1)), b.submit(z(2)))
+            assert (first[0, 0], second[0, 0]) == (2, 4)
+        finally:
+            await b.close()
+
+    run(go())  # one instance at a time would break the barrier
+
+
+def test_a_call_on_an_idle_instance_runs_at_once_whatever_the_delay() -> None:
+    async def go() -> float:
+        b = batcher([Instance()], max_queue_delay_s=10.0)
+        try:
+            started = time.perf_counter()
+            await b.submit(z(1))
+            return time.perf_counter() - started
+        finally:
+            await b.close()
+
+    assert run(go()) < 5
+
+
+def test_while_every_instance_is_busy_the_next_batch_fills_within_the_delay() -> None:
+    instance = Instance()
+
+    async def go() -> None:
+        b = batcher([instance], max_batch_size=8, max_queue_delay_s=2.0)
+        try:
+            instance.hold()
+            first = asyncio.ensure_future(b.submit(z(0)))
+            await until(instance.entered)
+            waiting = [asyncio.ensure_future(b.submit(z(i))) for i in range(1, 6)]
+            await asyncio.sleep(0.05)
+            instance.gate.set()  # the 5 queued images start a batch that may wait to fill
+            await asyncio.sleep(0.2)
+            late = [asyncio.ensure_future(b.submit(z(i))) for i in range(6, 9)]
+            await asyncio.gather(first, *waiting, *late)
+        finally:
+            await b.close()
+
+    run(go())
+    assert instance.batches == [[0], [1, 2, 3, 4, 5, 6, 7, 8]]
+
+
+def test_without_a_delay_a_freed_instance_takes_what_is_queued() -> None:
+    instance = Instance()
+
+    async def go() -> None:
+        b = batcher([instance], max_batch_size=8)
+        try:
+            instance.hold()
+            first = asyncio.ensure_future(b.submit(z(0)))
+            await until(instance.entered)
+            waiting = [asyncio.ensure_future(b.submit(z(i))) for i in range(1, 4)]
+            await asyncio.sleep(0.05)
+            instance.gate.set()
+            await asyncio.gather(first, *waiting)
+        finally:
+            await b.close()
+
+    run(go())
+    assert instance.batches == [[0], [1, 2, 3]]
+
+
+def test_the_queue_limit_counts_waiting_images_and_refuses_beyond_it() -> None:
+    instance = Instance()
+
+    async def go() -> None:
+        b = batcher([instance], max_queue_size=8)
+        try:
+            instance.hold()
+            running = asyncio.ensure_future(b.submit(z(0)))  # running: not in the queue
+            await until(instance.entered)
+            queued = asyncio.ensure_future(b.submit(z(*range(1, 7))))
+            await asyncio.sleep(0)
+            with pytest.raises(QueueFull, match="6 images queued, room for 2"):
+                await b.submit(z(7, 8, 9))
+            instance.gate.set()
+            assert (await queued)[:, 0].tolist() == [2, 4, 6, 8, 10, 12]
+            await running
+        finally:
+            await b.close()
+
+    run(go())
+
+
+def test_a_cancelled_call_is_dropped_from_the_queue_without_running() -> None:
+    instance = Instance()
+
+    async def go() -> None:
+        b = batcher([instance])
+        try:
+            instance.hold()
+            running = asyncio.ensure_future(b.submit(z(0)))
+            await until(instance.entered)
+            doomed = asyncio.ensure_future(b.submit(z(99)))
+            kept = asyncio.ensure_future(b.submit(z(1)))
+            await asyncio.sleep(0)
+            doomed.cancel()
+            instance.gate.set()
+            await asyncio.gather(running, kept)
+            assert doomed.cancelled()
+        finally:
+            await b.close()
+
+    run(go())
+    assert instance.batches == [[0], [1]]
+
+
+def test_a_failed_batch_fails_its_callers_and_the_batcher_serves_on() -> None:
+    async def go() -> None:
+        b = batcher([Instance()])
+        try:
+            with pytest.raises(RuntimeError, match="negative input"):
+                await b.submit(z(-1))
+            assert (await b.submit(z(3)))[0, 0] == 6
+        finally:
+            await b.close()
+
+    run(go())
