@@ -30,7 +30,8 @@ class ServerConfig:
     workers: int = 1  # server processes sharing the gRPC port (SO_REUSEPORT)
     reuse_port: bool = False  # let other processes bind the same gRPC port (what --workers does)
     max_batch_size: int = 64  # images per ONNX Runtime run
-    max_queue_delay_ms: float = 2.0  # wait at most this long after a batch's first image
+    max_queue_delay_ms: float = 0.0  # under load, a batch may wait this long to fill
+    inline_run_us: float = 500.0  # batch sizes that run faster than this run on the event loop
     max_queue_size: int = 4096  # images waiting per model; beyond: RESOURCE_EXHAUSTED
     max_images_per_call: int = 4096  # unary calls; streams have no limit
     max_message_bytes: int = 64 * 1024 * 1024  # gRPC send and receive limit
@@ -52,7 +53,13 @@ class ServerConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ServerConfigError(f"--{_flag(name)}: must be at least 1")
-        nonnegative = ("max_queue_delay_ms", "grace_seconds", "instances", "intra_op_threads")
+        nonnegative = (
+            "max_queue_delay_ms",
+            "inline_run_us",
+            "grace_seconds",
+            "instances",
+            "intra_op_threads",
+        )
         for name in nonnegative:
             if getattr(self, name) < 0:
                 raise ServerConfigError(f"--{_flag(name)}: must be at least 0")
@@ -101,7 +108,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "workers": "server processes sharing the gRPC port, each with its own models",
         "reuse_port": "true: share the gRPC port with other processes (SO_REUSEPORT)",
         "max_batch_size": "images per ONNX Runtime run",
-        "max_queue_delay_ms": "longest wait for a batch to fill",
+        "max_queue_delay_ms": "under load only: how long a batch may wait to fill",
+        "inline_run_us": "batch sizes that run faster run on the event loop (0: never)",
         "max_queue_size": "images queued per model before RESOURCE_EXHAUSTED",
         "max_images_per_call": "images one unary call may ask for",
         "max_message_bytes": "largest gRPC message, in and out",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -96,8 +97,27 @@ class Metrics:
             registry=r,
             multiprocess_mode="livemax",  # a state any live worker is in
         )
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._http: WSGIServer | None = None
         self._thread: threading.Thread | None = None
+
+    # Per-request series, looked up once per label set: `labels()` costs several microseconds,
+    # and the label sets are bounded (model names the server knows, methods, status codes).
+    def requests_of(self, model: str, method: str, code: str) -> Counter:
+        return self._child(self.requests, (model, method, code))
+
+    def request_latency_of(self, model: str, method: str) -> Histogram:
+        return self._child(self.request_latency, (model, method))
+
+    def images_of(self, model: str, method: str) -> Counter:
+        return self._child(self.images, (model, method))
+
+    def _child(self, metric: Counter | Histogram, labels: tuple[str, ...]) -> Any:
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def set_model_state(self, model: str, version: int, state: str) -> None:
         for s in MODEL_STATES:

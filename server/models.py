@@ -92,6 +92,7 @@ class ModelRepository:
                     max_queue_delay_s=delay_ms / 1000.0,
                     max_queue_size=serving.max_queue_size or self.config.max_queue_size,
                     metrics=self.metrics,
+                    inline_run_s=self.config.inline_run_us / 1e6,
                 )
                 mv.batcher.start()
                 mv.state = "ready"

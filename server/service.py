@@ -193,7 +193,7 @@ class GeneratorService(pb_grpc.GeneratorServicer):
     ) -> pb.ImageBatch:
         """The message for generator output `out` (uint8 NHWC, or float NCHW in [-1, 1])."""
         assert mv.card is not None
-        self.metrics.images.labels(mv.name, method).inc(len(out))
+        self.metrics.images_of(mv.name, method).inc(len(out))
         reply = pb.ImageBatch(model=mv.name, version=mv.version, start_index=start, layout="NHWC")
         if labels is not None:
             reply.labels.extend(labels.tolist())
@@ -414,8 +414,8 @@ def instrumented(service: GeneratorService) -> GeneratorService:
         return name if name in service.repo.models else "unknown"
 
     def record(model: str, method: str, outcome: _Outcome, started: float) -> None:
-        metrics.requests.labels(model, method, outcome.code.name).inc()
-        metrics.request_latency.labels(model, method).observe(time.perf_counter() - started)
+        metrics.requests_of(model, method, outcome.code.name).inc()
+        metrics.request_latency_of(model, method).observe(time.perf_counter() - started)
 
     def unary(method: str, fn: Callable) -> Callable:
         @functools.wraps(fn)

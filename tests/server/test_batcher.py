@@ -24,6 +24,7 @@ class Instance:
 
     def __init__(self, barrier: threading.Barrier | None = None) -> None:
         self.batches: list[list[float]] = []
+        self.threads: list[str] = []
         self.gate = threading.Event()
         self.gate.set()
         self.entered = threading.Event()
@@ -39,6 +40,7 @@ class Instance:
             self.barrier.wait()  # raises BrokenBarrierError if the other run never comes
         assert self.gate.wait(10), "held for more than 10 s"
         self.batches.append(feeds["z"][:, 0].tolist())
+        self.threads.append(threading.current_thread().name)
         if (feeds["z"] < 0).any():
             raise RuntimeError("negative input")
         return feeds["z"] * 2
@@ -208,3 +210,26 @@ def test_a_failed_batch_fails_its_callers_and_the_batcher_serves_on() -> None:
             await b.close()
 
     run(go())
+
+
+@pytest.mark.parametrize("inline_run_s", [0.0, 10.0])
+def test_a_cheap_run_skips_the_thread_hand_over_only_once_it_is_known_to_be_cheap(
+    inline_run_s: float,
+) -> None:
+    instance = Instance()
+
+    async def go() -> None:
+        b = batcher([instance], inline_run_s=inline_run_s)
+        try:
+            for i in range(3):  # one at a time: an idle instance and nothing queued
+                assert (await b.submit(z(i)))[0, 0] == 2 * i
+        finally:
+            await b.close()
+
+    run(go())
+    loop_thread = threading.current_thread().name
+    if inline_run_s:  # the first run measures the cost, on the instance's thread
+        assert instance.threads[0] != loop_thread
+        assert instance.threads[1:] == [loop_thread, loop_thread]
+    else:
+        assert loop_thread not in instance.threads
