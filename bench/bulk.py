@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 
-from bench.serve_cpu import Server, print_table
+from bench.serving import ROOT, Server, ganserve
 from ganserve import Client
 from ganserve.bulk import run_job
 
@@ -25,9 +25,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--model", default="mnist-dcgan")
     p.add_argument("--count", type=int, default=20000)
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = p.parse_args()
-    server = Server(args.threads, 64, 2.0)
+    server = Server("ganserve", ganserve(ROOT / "models", "cpu", []))
     try:
         with Client(server.address) as client:
             sum(len(b) for b in client.sample_stream(args.model, 1000))  # warm-up
@@ -56,6 +55,16 @@ def main() -> int:
     print(f"model {args.model}, {args.count} images, {os.cpu_count()} CPU cores")
     print_table(rows)
     return 0
+
+
+def print_table(rows: list[tuple[str, float, str]]) -> None:
+    """A Markdown table of (case, images/s, ratio) rows, ready for docs/benchmarks.md."""
+    width = max(len(name) for name, _, _ in rows)
+    print(
+        f"| {'case':<{width}} | {'images/s':>9} | ratio |\n|{'-' * (width + 2)}|{'-' * 11}|-------|"
+    )
+    for name, rate, ratio in rows:
+        print(f"| {name:<{width}} | {rate:>9.0f} | {ratio} |")
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ import onnxruntime as ort
 from export.metadata import ModelCard, example_inputs
 from ganserve.v1 import ganserve_pb2 as pb
 from ganserve.v1 import ganserve_pb2_grpc as pb_grpc
+from server.runner import choose_providers
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_MODELS = ROOT / "runs" / "bench-models"
@@ -64,17 +65,18 @@ STREAM_COUNT, STREAM_CHUNK = 4096, 256
 # -- in-process ONNX Runtime ----------------------------------------------------------------
 
 
-def session(path: Path, threads: int, spinning: bool) -> ort.InferenceSession:
+def session(path: Path, threads: int, spinning: bool, device: str = "cpu") -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), options, providers=choose_providers(device))
 
 
 def raw_rate(sessions: list[ort.InferenceSession], batch: int, seconds: float) -> float:
-    """Images/s with one caller thread per session, each looping on `run` at `batch`."""
+    """Images/s with one caller thread per entry of `sessions` (an entry may repeat: concurrent
+    runs of one session), each looping on `run` at `batch`."""
     card = ModelCard.from_props(sessions[0].get_modelmeta().custom_metadata_map)
     feeds = example_inputs(card, batch)
     output = sessions[0].get_outputs()[0].name
@@ -97,15 +99,28 @@ def raw_rate(sessions: list[ort.InferenceSession], batch: int, seconds: float) -
     return sum(done) / (time.perf_counter() - started)
 
 
-def raw_table(path: Path, threads: int, seconds: float) -> dict[str, tuple[float, int]]:
+def raw_table(
+    path: Path, threads: int, seconds: float, device: str
+) -> dict[str, tuple[float, int]]:
     """Each ONNX Runtime setting's best images/s and the batch it came at."""
-    settings = {
-        f"1 session x {threads} threads, spinning": lambda: [session(path, threads, True)],
-        f"1 session x {threads} threads, no spinning": lambda: [session(path, threads, False)],
-        f"{threads} sessions x 1 thread, side by side": lambda: [
-            session(path, 1, False) for _ in range(threads)
-        ],
-    }
+    if device == "cuda":  # the CPU threads hardly matter; streams do
+        settings = {
+            f"{n} session(s), side by side": lambda n=n: [
+                session(path, 1, False, device) for _ in range(n)
+            ]
+            for n in (1, 2)
+        }
+    else:
+        settings = {
+            f"1 session x {threads} threads, spinning": lambda: [session(path, threads, True)],
+            f"1 session x {threads} threads, no spinning": lambda: [session(path, threads, False)],
+            f"{threads} sessions x 1 thread, side by side": lambda: [
+                session(path, 1, False) for _ in range(threads)
+            ],
+            f"1 session x 1 thread, {threads} callers at once": lambda: (
+                [session(path, 1, False)] * threads
+            ),
+        }
     best = {}
     for name, make in settings.items():
         rates = {b: raw_rate(make(), b, seconds) for b in (1, 16, 64, 256)}
@@ -144,7 +159,8 @@ class Server:
             self.process.wait()
 
 
-def ganserve(repository: Path, threads: int, device: str, extra: list[str]) -> list[str]:
+def ganserve(repository: Path, device: str, extra: list[str]) -> list[str]:
+    """`python -m server` on a free port, metrics off, with `extra` flags."""
     flags = [
         *("--model-repository", str(repository), "--device", device, "--port", "0"),
         *("--metrics-port", "-1", "--log-level", "WARNING"),
@@ -220,7 +236,7 @@ def bench_model(model: str, args: argparse.Namespace) -> None:
     repository = BENCH_MODELS if model == "dcgan64" else ROOT / "models"
     path = model_path(repository, model)
     card = ModelCard.from_props(session(path, 1, False).get_modelmeta().custom_metadata_map)
-    raw = raw_table(path, args.threads, args.raw_seconds)
+    raw = raw_table(path, args.threads, args.raw_seconds, args.device)
     raw_best = max(rate for rate, _ in raw.values())
     variants = {"ganserve": [], "ganserve --workers 2": ["--workers", "2"]}
     for spec in args.variant:
@@ -229,12 +245,9 @@ def bench_model(model: str, args: argparse.Namespace) -> None:
     commands = {
         "plain": [
             *(sys.executable, "-m", "bench.plain_server", "--model", str(path)),
-            *("--threads", str(args.threads)),
+            *("--threads", str(args.threads), "--device", args.device),
         ],
-        **{
-            name: ganserve(repository, args.threads, args.device, extra)
-            for name, extra in variants.items()
-        },
+        **{name: ganserve(repository, args.device, extra) for name, extra in variants.items()},
         "echo": [
             *(sys.executable, "-m", "bench.echo_server", "--shape"),
             *(str(card.height), str(card.width), str(card.channels)),

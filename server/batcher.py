@@ -127,11 +127,15 @@ class Batcher:
         max_queue_size: int,
         metrics: Metrics,
         inline_run_s: float = 0.0,
+        solo: Run | None = None,
     ) -> None:
         if not runs:
             raise ValueError(f"model {name}: a batcher needs at least one instance")
         self.name = name
         self._instances = [_Instance(f"run-{name}-{i}", run) for i, run in enumerate(runs)]
+        # a session with every core's threads, for a batch that runs while no other does
+        self._solo = _Instance(f"run-{name}-solo", solo) if solo is not None else None
+        self._running = 0  # batches in ONNX Runtime right now
         self.max_batch_size = max_batch_size
         self.max_queue_delay_s = max_queue_delay_s
         self.max_queue_size = max_queue_size
@@ -173,6 +177,8 @@ class Batcher:
         self._queue.clear()
         for instance in self._instances:
             instance.close()
+        if self._solo is not None:
+            self._solo.close()
 
     async def submit(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """Run `feeds` (arrays with one batch axis) and return the output, in order."""
@@ -184,8 +190,10 @@ class Batcher:
             )
         if n <= self.max_batch_size and not self._queue:
             instance = self._idle_instance()
-            if instance is not None and instance.cheap(n, self.inline_run_s):
-                return self._run_at_once(instance, feeds, n)
+            if instance is not None:
+                instance = self._where(instance)
+                if instance.cheap(n, self.inline_run_s):
+                    return self._run_at_once(instance, feeds, n)
         loop = asyncio.get_running_loop()
         key = tuple((k, v.shape[1:], v.dtype.str) for k, v in feeds.items())
         loaded = self._busy >= len(self._instances)
@@ -214,6 +222,11 @@ class Batcher:
             if not waiter.done():
                 return instance
         return None
+
+    def _where(self, instance: _Instance) -> _Instance:
+        """The solo session when nothing else runs (a lone call gets every core), else
+        `instance`, whose single thread leaves the other cores to the other instances."""
+        return self._solo if self._solo is not None and not self._running else instance
 
     def _run_at_once(self, instance: _Instance, feeds: dict[str, np.ndarray], n: int) -> np.ndarray:
         """The fast path: nothing queued, an idle instance, a cheap run. It runs on the loop
@@ -312,6 +325,8 @@ class Batcher:
             self._wait.observe(started - piece.enqueued)
         size = sum(p.size for p in batch)
         feeds = [p.feeds for p in batch]
+        instance = self._where(instance)
+        self._running += 1
         try:
             if instance.cheap(size, self.inline_run_s):
                 output = instance.run_now(feeds)  # the thread hand-over would cost more
@@ -322,6 +337,8 @@ class Batcher:
                 if not piece.future.done():
                     piece.future.set_exception(exc)
             return
+        finally:
+            self._running -= 1
         self._compute.observe(time.perf_counter() - started)
         self._sizes.observe(size)
         lo = 0

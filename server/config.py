@@ -27,6 +27,7 @@ class ServerConfig:
     instances: int = 0  # execution instances per model version; 0 = by device and cores
     intra_op_threads: int = 0  # ONNX Runtime threads per instance; 0 = by device and cores
     intra_op_spinning: bool = False  # let idle intra-op threads spin (CPU; measured: slower)
+    solo_session: bool = True  # CPU: a batch that runs alone uses a session with every core
     workers: int = 1  # server processes sharing the gRPC port (SO_REUSEPORT)
     reuse_port: bool = False  # let other processes bind the same gRPC port (what --workers does)
     max_batch_size: int = 64  # images per ONNX Runtime run
@@ -105,6 +106,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "instances": "execution instances per model (0: one per core on CPU, 2 on CUDA)",
         "intra_op_threads": "ONNX Runtime threads per instance (0: the cores shared out)",
         "intra_op_spinning": "true: idle ONNX Runtime threads spin (CPU)",
+        "solo_session": "CPU: a batch that runs while no other does uses all the cores",
         "workers": "server processes sharing the gRPC port, each with its own models",
         "reuse_port": "true: share the gRPC port with other processes (SO_REUSEPORT)",
         "max_batch_size": "images per ONNX Runtime run",

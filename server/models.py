@@ -22,7 +22,7 @@ from export.repository import (
 from server.batcher import Batcher
 from server.config import ServerConfig
 from server.metrics import Metrics
-from server.runner import Runner, choose_providers, cpu_cores, plan_instances
+from server.runner import CUDA, Runner, choose_providers, cpu_cores, plan_instances
 
 log = logging.getLogger("ganserve.models")
 
@@ -46,6 +46,7 @@ class ModelVersion:
     error: str = ""
     card: ModelCard | None = None
     runners: tuple[Runner, ...] = ()
+    solo: Runner | None = None  # every core's threads, for a batch that runs alone (CPU)
     batcher: Batcher | None = None
 
 
@@ -93,6 +94,7 @@ class ModelRepository:
                     max_queue_size=serving.max_queue_size or self.config.max_queue_size,
                     metrics=self.metrics,
                     inline_run_s=self.config.inline_run_us / 1e6,
+                    solo=mv.solo.run if mv.solo is not None else None,
                 )
                 mv.batcher.start()
                 mv.state = "ready"
@@ -120,6 +122,10 @@ class ModelRepository:
             runner.warm_up((1, max_batch))
             runners.append(runner)
         mv.runners, mv.card = tuple(runners), runners[0].card
+        cores = cpu_cores()
+        if self.config.solo_session and provider != CUDA and threads < cores:
+            mv.solo = Runner(mv.path, device=device, threads=cores, spinning=spinning)
+            mv.solo.warm_up((1, max_batch))
 
     def _fail(self, mv: ModelVersion, error: str) -> None:
         mv.state, mv.error = "failed", error

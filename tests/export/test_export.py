@@ -189,3 +189,9 @@ def test_serving_config_is_optional_and_strict(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text('{"max_batch_size": 0}')
     with pytest.raises(RepositoryError, match="positive integer"):
         read_serving_config(tmp_path)
+    (tmp_path / "config.json").write_text('{"instances": 3, "intra_op_threads": 1}')
+    config = read_serving_config(tmp_path)
+    assert (config.instances, config.intra_op_threads) == (3, 1)
+    (tmp_path / "config.json").write_text('{"instances": 0}')
+    with pytest.raises(RepositoryError, match="instances must be a positive integer"):
+        read_serving_config(tmp_path)

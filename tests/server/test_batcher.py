@@ -233,3 +233,33 @@ def test_a_cheap_run_skips_the_thread_hand_over_only_once_it_is_known_to_be_chea
         assert instance.threads[1:] == [loop_thread, loop_thread]
     else:
         assert loop_thread not in instance.threads
+
+
+def test_the_solo_session_takes_a_batch_only_while_no_other_runs() -> None:
+    solo, a, b = Instance(), Instance(), Instance()
+
+    async def go() -> None:
+        bat = Batcher(
+            "m:1",
+            [a, b],
+            max_batch_size=8,
+            max_queue_delay_s=0.0,
+            max_queue_size=64,
+            metrics=Metrics(),
+            solo=solo,
+        )
+        bat.start()
+        try:
+            assert (await bat.submit(z(5)))[0, 0] == 10  # alone: the solo session
+            solo.hold()
+            first = asyncio.ensure_future(bat.submit(z(0)))
+            await until(solo.entered)
+            assert (await bat.submit(z(1)))[0, 0] == 2  # the solo session is busy: an instance
+            solo.gate.set()
+            await first
+        finally:
+            await bat.close()
+
+    run(go())
+    assert solo.batches == [[5], [0]]
+    assert a.batches + b.batches == [[1]]

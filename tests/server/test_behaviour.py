@@ -114,6 +114,22 @@ def test_an_expired_call_never_runs(make_server: Callable) -> None:
     assert sample(server, 1, 0).shape == (1, 32, 32, 1)  # and the batcher still serves
 
 
+def test_instances_come_from_the_flags_unless_a_models_config_says(
+    make_server: Callable, tmp_path: Path
+) -> None:
+    for name in (DCGAN, CGAN):
+        shutil.copytree(MODELS / name, tmp_path / name)
+    (tmp_path / CGAN / "config.json").write_text('{"instances": 1, "intra_op_threads": 2}')
+    server = make_server(model_repository=tmp_path, instances=3, intra_op_threads=1)
+    dcgan, cgan = (server.server.repo.get(name) for name in (DCGAN, CGAN))
+    assert [r.threads for r in dcgan.runners] == [1, 1, 1] and dcgan.batcher.instances == 3
+    assert [r.threads for r in cgan.runners] == [2] and cgan.batcher.instances == 1
+    whole = sample(server, 30, 0)  # three instances, one model: the same bytes as ever
+    with ThreadPoolExecutor(6) as pool:
+        parts = list(pool.map(lambda i: sample(server, 5, 5 * i), range(6)))
+    assert np.concatenate(parts).tobytes() == whole.tobytes()
+
+
 def test_a_broken_model_beside_good_ones(make_server: Callable, tmp_path: Path) -> None:
     for name in (DCGAN, CGAN):
         shutil.copytree(MODELS / name, tmp_path / name)
