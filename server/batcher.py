@@ -12,6 +12,8 @@ goes back to its future; a batch of a size that has been running in under `inlin
 the event loop instead, as handing it to a thread and back costs more (measured: 0.1-0.25 ms on
 2 cores), and a lone call that finds nothing queued and an instance idle runs at once in the
 rpc's own step, never touching the queue.
+On the CPU a version may also have a solo session with every core's threads: a batch that
+starts while no other batch runs goes there, so a lone call gets the whole machine.
 A cancelled call's futures are cancelled, and its queued pieces are dropped without running.
 Each image's output depends on its inputs alone, so coalescing and the
 choice of instance never change the bytes a caller gets.

@@ -2,6 +2,7 @@
 
 import pytest
 
+from export.metadata import example_inputs
 from server.runner import CPU, CUDA, Runner, plan_instances
 from tests.servers import DCGAN, MODELS
 
@@ -29,3 +30,12 @@ def test_plan(
 def test_a_runner_uses_the_threads_it_was_given() -> None:
     runner = Runner(MODELS / DCGAN / "1" / "model.onnx", device="cpu", threads=1)
     assert runner.threads == 1 and runner.session.get_session_options().intra_op_num_threads == 1
+
+
+@pytest.mark.parametrize("model", ["mnist-dcgan", "mnist-cgan", "mnist-edges2digits"])
+def test_one_thread_and_every_core_give_the_same_bytes(model: str) -> None:
+    # the solo session (every core) and the instances (one thread each) serve the same calls
+    path = MODELS / model / "1" / "model.onnx"
+    narrow, wide = (Runner(path, device="cpu", threads=t) for t in (1, 4))
+    feeds = example_inputs(narrow.card, 7)
+    assert narrow.run(feeds).tobytes() == wide.run(feeds).tobytes()
