@@ -93,6 +93,7 @@ class GanServer:
         log.info("draining: in-flight calls have %.1f s", grace)
         await self._server.stop(grace)
         await self.repo.close()
+        self.service.close()
         self.metrics.stop()
         self._stopped.set()
 

@@ -27,6 +27,17 @@ from server.runner import CUDA, Runner, choose_providers, cpu_cores, plan_instan
 log = logging.getLogger("ganserve.models")
 
 
+MAX_SHOWN_NAME = 64  # the longest a model name can be (export.repository.check_name)
+
+
+def shown(name: str) -> str:
+    """A caller's model name as error messages quote it: bounded, so a huge name is never
+    echoed back whole (it would overflow the client's metadata limit)."""
+    if len(name) <= MAX_SHOWN_NAME:
+        return repr(name)
+    return f"{name[:MAX_SHOWN_NAME]!r}... ({len(name)} characters)"
+
+
 class ModelNotFound(LookupError):
     """No such model or version in the repository."""
 
@@ -136,7 +147,7 @@ class ModelRepository:
         """The version asked for, or the highest ready one for 0."""
         if name not in self.models:
             known = ", ".join(sorted(self.models)) or "none"
-            raise ModelNotFound(f"model: no model {name!r} (models: {known})")
+            raise ModelNotFound(f"model: no model {shown(name)} (models: {known})")
         found = self.models[name]
         if version:
             if version not in found:

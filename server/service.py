@@ -9,6 +9,7 @@ import io
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
@@ -23,7 +24,8 @@ from ganserve.v1 import ganserve_pb2_grpc as pb_grpc
 from server.batcher import QueueFull
 from server.config import ServerConfig
 from server.metrics import Metrics
-from server.models import ModelNotFound, ModelRepository, ModelUnavailable, ModelVersion
+from server.models import ModelNotFound, ModelRepository, ModelUnavailable, ModelVersion, shown
+from server.runner import cpu_cores
 
 MAX_CHUNK_SIZE = 4096
 STREAM_PREFETCH = 2  # chunks of a stream in flight at once: the next computes while one is sent
@@ -61,6 +63,11 @@ class GeneratorService(pb_grpc.GeneratorServicer):
     def __init__(self, repo: ModelRepository, config: ServerConfig, metrics: Metrics) -> None:
         self.repo, self.config, self.metrics = repo, config, metrics
         self.draining = False
+        # CPU-heavy request work (PNG decoding and encoding) runs here, never on the event loop
+        self.cpu_pool = ThreadPoolExecutor(cpu_cores(), thread_name_prefix="request-cpu")
+
+    def close(self) -> None:
+        self.cpu_pool.shutdown(wait=True, cancel_futures=True)
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -148,6 +155,8 @@ class GeneratorService(pb_grpc.GeneratorServicer):
         which, c = _condition(request), card.num_classes
         if which is None:
             raise invalid("labels: give labels (one per image), label (one for all) or balanced")
+        if which == "balanced" and not request.balanced:
+            raise invalid("balanced: false; set it true, or give labels or label instead")
         if which == "balanced":  # image index i shows class i mod c
             offset = request.start_index % c
             return lambda lo, n: (np.arange(lo, lo + n, dtype=np.int64) + offset) % c
@@ -182,7 +191,7 @@ class GeneratorService(pb_grpc.GeneratorServicer):
         label_of = self._label_source(request, card, count)
         return mv, count, lambda lo, n: {"z": z_of(lo, n), "label": label_of(lo, n)}
 
-    def _reply(
+    async def _reply(
         self,
         mv: ModelVersion,
         method: str,
@@ -205,7 +214,8 @@ class GeneratorService(pb_grpc.GeneratorServicer):
         if not mv.card.uint8_output:
             uint8 = to_uint8(out.transpose(0, 2, 3, 1))
         if encoding == pb.PNG:
-            reply.png.extend(encode_png(image) for image in uint8)
+            loop = asyncio.get_running_loop()
+            reply.png.extend(await loop.run_in_executor(self.cpu_pool, _encode_pngs, uint8))
         else:
             reply.images.CopyFrom(to_tensor(uint8))
         return reply
@@ -225,7 +235,7 @@ class GeneratorService(pb_grpc.GeneratorServicer):
 
     async def DescribeModel(self, request: pb.DescribeModelRequest, context: Any) -> pb.ModelInfo:
         if request.model not in self.repo.models:
-            raise Abort(grpc.StatusCode.NOT_FOUND, f"model: no model {request.model!r}")
+            raise Abort(grpc.StatusCode.NOT_FOUND, f"model: no model {shown(request.model)}")
         if request.version and request.version not in self.repo.models[request.model]:
             raise Abort(
                 grpc.StatusCode.NOT_FOUND,
@@ -264,7 +274,7 @@ class GeneratorService(pb_grpc.GeneratorServicer):
         self._check_response_size(card, count, card.height, card.width, request.encoding)
         feeds = inputs(0, count)
         out = await self._run(mv, feeds)
-        return self._reply(
+        return await self._reply(
             mv, method, out, request.encoding, request.start_index, feeds.get("label")
         )
 
@@ -285,16 +295,20 @@ class GeneratorService(pb_grpc.GeneratorServicer):
             card, min(chunk, total), card.height, card.width, request.encoding
         )
         pending: deque[tuple[int, dict[str, np.ndarray], asyncio.Task[np.ndarray]]] = deque()
+        # chunks in flight: never more than the model's queue holds, or an idle server would
+        # refuse a stream's own second chunk (a chunk of 4096 with a 4096-image queue)
+        assert mv.batcher is not None
+        ahead = max(1, min(STREAM_PREFETCH, mv.batcher.max_queue_size // chunk))
         lo = 0
         try:
             while lo < total or pending:
-                while lo < total and len(pending) < STREAM_PREFETCH:
+                while lo < total and len(pending) < ahead:
                     feeds = inputs(lo, min(chunk, total - lo))
                     pending.append((lo, feeds, asyncio.ensure_future(self._run(mv, feeds))))
                     lo += len(feeds["z"])
                 start, feeds, task = pending.popleft()
                 out = await task
-                yield self._reply(
+                yield await self._reply(
                     mv,
                     method,
                     out,
@@ -314,24 +328,8 @@ class GeneratorService(pb_grpc.GeneratorServicer):
     ) -> AsyncIterator[pb.ImageBatch]:
         return self._stream(request, "GenerateStream")
 
-    def _sources(self, request: pb.TranslateRequest, card: ModelCard) -> np.ndarray:
-        """The request's source images as uint8 [N, H, W, C], checked against the model."""
-        if request.HasField("images") == bool(request.png):
-            raise invalid("images, png: give exactly one of them")
-        if request.png:
-            if len({_png_size(data) for data in request.png}) > 1:
-                raise invalid("png: all images of one call must have the same size")
-            images = np.stack(
-                [self._decode_png(data, i, card) for i, data in enumerate(request.png)]
-            )
-        else:
-            images = tensor_to_array(request.images, "images")
-            if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != card.channels:
-                raise invalid(
-                    f"images: {images.dtype}{list(images.shape)}; must be uint8 "
-                    f"[N, H, W, {card.channels}]"
-                )
-        n, h, w, _ = images.shape
+    def _check_sources(self, card: ModelCard, n: int, h: int, w: int) -> None:
+        """Count, size and pixel budget of a translation call: checked before any decoding."""
         self._check_count(n, stream=False, field="images")
         m = card.size_multiple
         if h < m or w < m or h % m or w % m:
@@ -341,31 +339,40 @@ class GeneratorService(pb_grpc.GeneratorServicer):
                 f"images: {n} x {h} x {w} = {n * h * w} pixels, over the limit of "
                 f"{self.config.max_translation_pixels} per call"
             )
-        return images
 
-    @staticmethod
-    def _decode_png(data: bytes, i: int, card: ModelCard) -> np.ndarray:
-        from PIL import Image, UnidentifiedImageError
-
-        try:
-            with Image.open(io.BytesIO(data)) as image:
-                image = image.convert("L" if card.channels == 1 else "RGB")
-                array = np.asarray(image, np.uint8)
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
-            raise invalid(f"png[{i}]: not a readable image ({exc})") from None
-        return array.reshape(*array.shape[:2], card.channels)
+    async def _sources(self, request: pb.TranslateRequest, card: ModelCard) -> np.ndarray:
+        """The request's source images as uint8 [N, H, W, C], checked against the model.
+        PNGs are sized from their headers and checked first, then decoded off the event loop."""
+        if request.HasField("images") == bool(request.png):
+            raise invalid("images, png: give exactly one of them")
+        if not request.png:
+            images = tensor_to_array(request.images, "images")
+            if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != card.channels:
+                raise invalid(
+                    f"images: {images.dtype}{list(images.shape)}; must be uint8 "
+                    f"[N, H, W, {card.channels}]"
+                )
+            self._check_sources(card, *images.shape[:3])
+            return images
+        sizes = [png_size(data, f"png[{i}]") for i, data in enumerate(request.png)]
+        if len(set(sizes)) > 1:
+            raise invalid("png: all images of one call must have the same size")
+        w, h = sizes[0]
+        self._check_sources(card, len(sizes), h, w)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.cpu_pool, _decode_pngs, list(request.png), card)
 
     async def _translate(self, request: pb.TranslateRequest, method: str) -> pb.ImageBatch:
         mv = self._model(request.model, request.version, method)
         assert mv.card is not None
         self._check_encoding(request.encoding)
-        images = self._sources(request, mv.card)
+        images = await self._sources(request, mv.card)
         n, h, w, _ = images.shape
         self._check_response_size(mv.card, n, h, w, request.encoding)
         spec = mv.card.input("image")
         source = images if spec.dtype == "uint8" else to_unit(images.transpose(0, 3, 1, 2))
         out = await self._run(mv, {"image": np.ascontiguousarray(source)})
-        return self._reply(mv, method, out, request.encoding)
+        return await self._reply(mv, method, out, request.encoding)
 
     async def Translate(self, request: pb.TranslateRequest, context: Any) -> pb.ImageBatch:
         return await self._translate(request, "Translate")
@@ -377,9 +384,41 @@ class GeneratorService(pb_grpc.GeneratorServicer):
             yield await self._translate(request, "TranslateStream")
 
 
-def _png_size(data: bytes) -> bytes:
-    """Width and height of a PNG, read from its IHDR chunk without decoding."""
-    return bytes(data[16:24])
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_size(data: bytes, field: str) -> tuple[int, int]:
+    """(width, height) of a PNG from its IHDR chunk, without decoding; INVALID_ARGUMENT naming
+    `field` for anything that is not a PNG (a JPEG or GIF included)."""
+    if len(data) < 24 or not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR":
+        raise invalid(f"{field}: not a PNG file (it must start with the PNG signature and IHDR)")
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if not width or not height:
+        raise invalid(f"{field}: a PNG of {width}x{height} pixels")
+    return width, height
+
+
+def _encode_pngs(images: np.ndarray) -> list[bytes]:
+    return [encode_png(image) for image in images]
+
+
+def _decode_pngs(pngs: list[bytes], card: ModelCard) -> np.ndarray:
+    """Decode a call's PNGs (sized and checked already) into uint8 [N, H, W, C]: on a worker
+    thread, never on the event loop."""
+    from PIL import Image, UnidentifiedImageError
+
+    images = []
+    for i, data in enumerate(pngs):
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                if image.format != "PNG":
+                    raise invalid(f"png[{i}]: a {image.format} file, not a PNG")
+                image = image.convert("L" if card.channels == 1 else "RGB")
+                array = np.asarray(image, np.uint8)
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise invalid(f"png[{i}]: not a readable PNG ({exc})") from None
+        images.append(array.reshape(*array.shape[:2], card.channels))
+    return np.stack(images)
 
 
 class _Outcome:

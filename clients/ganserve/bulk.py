@@ -17,6 +17,7 @@ reads; `images/` for unconditional models).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import json
@@ -24,12 +25,17 @@ import os
 import sys
 import time
 import zipfile
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+try:
+    import fcntl
+except ImportError:  # not on POSIX: jobs into one folder are not guarded against each other
+    fcntl = None  # type: ignore[assignment]
 
 from ganserve.client import AsyncClient, RetryPolicy
 from ganserve.errors import GanserveError, InvalidArgument
@@ -102,6 +108,28 @@ def _write_atomic(path: Path, data: bytes, sync: bool = True) -> bytes:
             os.fsync(f.fileno())
     os.replace(tmp, path)
     return hashlib.sha256(data).digest()
+
+
+@contextlib.asynccontextmanager
+async def _exclusive(out: Path) -> AsyncIterator[None]:
+    """Hold `out` for one job at a time: an advisory lock on the folder itself (no lock file
+    is left in the dataset), released when the job ends, fails or its process dies."""
+    out.mkdir(parents=True, exist_ok=True)
+    if fcntl is None:
+        yield
+        return
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InvalidArgument(
+                f"out: another job is writing to {out}; wait for it to finish, or use another "
+                "folder (a finished or killed job leaves the folder free to resume)"
+            ) from None
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 def _combined(digests: Iterable[bytes]) -> str:
@@ -295,7 +323,10 @@ async def run_job(
     if (count is None) == (per_class is None):
         raise InvalidArgument("count, per_class: give exactly one")
     retry = RetryPolicy(max_attempts=30, max_backoff=5.0)
-    async with AsyncClient(list(servers), timeout=timeout, retry=retry) as client:
+    async with (
+        _exclusive(Path(out)),
+        AsyncClient(list(servers), timeout=timeout, retry=retry) as client,
+    ):
         info = await _describe(client, model, version)
         conditional = info.kind == "conditional"
         if per_class is not None:
@@ -482,7 +513,10 @@ async def run_translate_job(
     if shard_size < 1 or streams < 1:
         raise InvalidArgument("shard_size, streams: must be at least 1")
     retry = RetryPolicy(max_attempts=30, max_backoff=5.0)
-    async with AsyncClient(list(servers), timeout=timeout, retry=retry) as client:
+    async with (
+        _exclusive(out),
+        AsyncClient(list(servers), timeout=timeout, retry=retry) as client,
+    ):
         info = await client.describe_model(model, version=version)
         if info.kind != "translation":
             raise InvalidArgument(f"model: {model!r} is {info.kind}; use `ganserve generate`")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ganserve.v1 import ganserve_pb2 as pb
@@ -24,7 +26,7 @@ def from_tensor(tensor: pb.Tensor, field: str = "tensor") -> np.ndarray:
     shape = tuple(tensor.shape)
     if any(d < 0 for d in shape):
         raise ValueError(f"{field}.shape: {list(shape)} has a negative dimension")
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # Python ints: no int64 overflow
     if expected != len(tensor.data):
         raise ValueError(
             f"{field}.data: {len(tensor.data)} bytes, shape {list(shape)} of "

@@ -65,6 +65,26 @@ def test_npz_dataset_with_manifest_verify_and_repair(server: RunningServer, tmp_
     assert checksums(out) == before and verify(out) == []
 
 
+def test_two_jobs_into_one_folder_one_is_refused_the_other_finishes(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    out = tmp_path / "ds"
+    options = {"count": 300, "shard_size": 50, "seed": 3, "quiet": True}
+
+    async def both() -> list[object]:
+        return await asyncio.gather(
+            run_job([server.address], CGAN, out, **options),  # type: ignore[arg-type]
+            run_job([server.address], CGAN, out, **options),  # type: ignore[arg-type]
+            return_exceptions=True,
+        )
+
+    first, second = asyncio.run(both())
+    assert isinstance(first, dict) and first["images"] == 300
+    assert isinstance(second, InvalidArgument) and "another job is writing" in str(second)
+    assert verify(out) == []
+    assert job(server, out, count=300, shard_size=50)["images"] == 300  # the folder is free again
+
+
 def test_png_layout_is_one_folder_per_class(server: RunningServer, tmp_path: Path) -> None:
     job(server, tmp_path / "png", fmt="png", count=None, per_class=3, shard_size=7)
     folders = sorted(p.name for p in (tmp_path / "png").iterdir() if p.is_dir())

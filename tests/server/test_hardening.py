@@ -1,0 +1,105 @@
+"""Hostile and careless input (issue #12): every case answers fast and names the field."""
+
+from __future__ import annotations
+
+import io
+import struct
+import time
+import zlib
+from collections.abc import Callable
+
+import grpc
+import numpy as np
+import pytest
+from PIL import Image
+
+from ganserve.v1 import ganserve_pb2 as pb
+from ganserve.v1 import ganserve_pb2_grpc as pb_grpc
+from tests.servers import CGAN, DCGAN, PIX2PIX, RunningServer, images
+
+
+def zero_png(width: int, height: int) -> bytes:
+    """An all-zero greyscale PNG of any size, compressed row by row (a decompression bomb:
+    a 13024 x 13024 one is about 165 KB and decodes to 170 MB)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    packer = zlib.compressobj(9)
+    row = bytes(width + 1)  # filter byte 0, then the pixels
+    data = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+
+
+def code_and_details(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    return info.value.code(), info.value.details() or ""
+
+
+def test_png_bombs_are_refused_from_their_headers_before_decoding(server: RunningServer) -> None:
+    bomb = zero_png(13024, 13024)
+    started = time.perf_counter()
+    code, details = code_and_details(
+        lambda: server.stub.Translate(pb.TranslateRequest(model=PIX2PIX, png=[bomb] * 10))
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "pixels, over the limit" in details
+    assert time.perf_counter() - started < 5, "the PNGs were decoded before the size check"
+    huge = zero_png(20000, 20000)  # past Pillow's own bomb limit: once an INTERNAL error
+    code, details = code_and_details(
+        lambda: server.stub.Translate(pb.TranslateRequest(model=PIX2PIX, png=[huge]))
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "images: 1 x 20000 x 20000" in details
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "GIF"])
+def test_other_image_formats_in_png_are_refused(server: RunningServer, fmt: str) -> None:
+    buffers = []
+    for size in (32, 64):  # two sizes: once a numpy shape error, answered INTERNAL
+        buffer = io.BytesIO()
+        Image.new("L", (size, size)).save(buffer, fmt)
+        buffers.append(buffer.getvalue())
+    code, details = code_and_details(
+        lambda: server.stub.Translate(pb.TranslateRequest(model=PIX2PIX, png=buffers))
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("png[0]: not a PNG")
+
+
+def test_a_huge_model_name_is_not_echoed_back(server: RunningServer) -> None:
+    name = "x" * 1_000_000
+    for call in (
+        lambda: server.stub.Sample(pb.SampleRequest(model=name, count=1)),
+        lambda: server.stub.DescribeModel(pb.DescribeModelRequest(model=name)),
+    ):
+        code, details = code_and_details(call)
+        assert code == grpc.StatusCode.NOT_FOUND
+        assert len(details) < 300 and "(1000000 characters)" in details
+
+
+def test_balanced_false_is_not_balanced(server: RunningServer) -> None:
+    code, details = code_and_details(
+        lambda: server.stub.Generate(pb.GenerateRequest(model=CGAN, count=4, balanced=False))
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("balanced: false")
+
+
+def test_a_shape_whose_size_overflows_int64_is_named_in_full(server: RunningServer) -> None:
+    latents = pb.Tensor(dtype="float32", shape=[1, 2**40, 2**40], data=bytes(4))
+    code, details = code_and_details(
+        lambda: server.stub.Sample(pb.SampleRequest(model=DCGAN, latents=latents))
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"needs {2**80 * 4}" in details  # once "needs 0", from an int64 that wrapped
+
+
+def test_a_stream_of_the_largest_chunks_runs_on_an_idle_server(server: RunningServer) -> None:
+    options = [("grpc.max_receive_message_length", 64 << 20)]
+    with grpc.insecure_channel(server.address, options=options) as channel:
+        stub = pb_grpc.GeneratorStub(channel)
+        request = pb.SampleRequest(model=DCGAN, count=10000, chunk_size=4096, seed=2)
+        chunks = [images(c) for c in stub.SampleStream(request)]
+        assert [len(c) for c in chunks] == [4096, 4096, 1808]
+        whole = images(stub.Sample(pb.SampleRequest(model=DCGAN, count=4000, seed=2)))
+    assert np.concatenate(chunks)[:4000].tobytes() == whole.tobytes()
