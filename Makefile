@@ -24,7 +24,7 @@ $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
 
 ## serve: set up, then serve the shipped models in models/ (gRPC :8500, metrics :8501)
 serve: $(VENV)/.serve-installed
-	$(BIN)/ganserve serve --model-repository models --host 0.0.0.0 --port $(PORT) \
+	$(BIN)/ganserve serve --model-repository models --host 127.0.0.1 --port $(PORT) \
 		--metrics-port $(METRICS_PORT)
 
 ## test: set up, lint, then run the whole test suite

@@ -25,6 +25,7 @@ from ganserve.v1 import ganserve_pb2, ganserve_pb2_grpc
 from server.config import ServerConfig, parse
 from server.metrics import Metrics
 from server.models import ModelRepository
+from server.security import TokenAuth, read_tokens, server_credentials
 from server.service import GeneratorService, instrumented
 from server.workers import supervise
 
@@ -46,13 +47,18 @@ class GanServer:
         self.port = 0
         self.metrics_port = 0
         limit = config.max_message_bytes
+        self._credentials = server_credentials(config)
+        interceptors = []
+        if config.auth_token_file:
+            interceptors.append(TokenAuth(read_tokens(config.auth_token_file), self.metrics))
         self._server = grpc.aio.server(
+            interceptors=interceptors,
             options=[
                 ("grpc.max_send_message_length", limit),
                 ("grpc.max_receive_message_length", limit),
                 # a second server on a busy port fails to bind, unless it is meant to share it
                 ("grpc.so_reuseport", 1 if config.reuse_port else 0),
-            ]
+            ],
         )
         self._stopped = asyncio.Event()
 
@@ -64,7 +70,11 @@ class GanServer:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         names = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, self._server)
-        self.port = self._server.add_insecure_port(f"{self.config.host}:{self.config.port}")
+        address = f"{self.config.host}:{self.config.port}"
+        if self._credentials is not None:
+            self.port = self._server.add_secure_port(address, self._credentials)
+        else:
+            self.port = self._server.add_insecure_port(address)
         for name in ("", SERVICE_NAME):
             await self.health.set(name, NOT_SERVING)
         await self._server.start()

@@ -38,6 +38,10 @@ class ServerConfig:
     max_message_bytes: int = 64 * 1024 * 1024  # gRPC send and receive limit
     max_translation_pixels: int = 16 * 1024 * 1024  # N x H x W of one translation call
     stream_chunk_size: int = 256  # images per streamed message by default
+    tls_cert: str = ""  # PEM certificate chain: serve TLS (with --tls-key)
+    tls_key: str = ""  # PEM private key of --tls-cert
+    tls_client_ca: str = ""  # PEM CA: demand client certificates it signed (mutual TLS)
+    auth_token_file: str = ""  # accepted bearer tokens, one per line; "" = no authentication
     grace_seconds: float = 10.0  # SIGTERM: in-flight calls get this long to finish
     log_level: str = "INFO"
 
@@ -66,6 +70,10 @@ class ServerConfig:
                 raise ServerConfigError(f"--{_flag(name)}: must be at least 0")
         if self.device not in DEVICES:
             raise ServerConfigError(f"--device: {self.device!r}; one of {', '.join(DEVICES)}")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ServerConfigError("--tls-cert, --tls-key: give both, or neither")
+        if self.tls_client_ca and not self.tls_cert:
+            raise ServerConfigError("--tls-client-ca: needs --tls-cert and --tls-key")
         if not 0 <= self.port < 65536 or not -1 <= self.metrics_port < 65536:
             raise ServerConfigError("--port / --metrics-port: 0-65535 (metrics: -1 = off)")
 
@@ -118,6 +126,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "max_translation_pixels": "N x H x W limit of one translation call",
         "stream_chunk_size": "images per streamed message by default",
         "grace_seconds": "how long SIGTERM lets in-flight calls finish",
+        "tls_cert": "PEM certificate chain: serve TLS (with --tls-key)",
+        "tls_key": "PEM private key for --tls-cert",
+        "tls_client_ca": "PEM CA: require client certificates it signed (mutual TLS)",
+        "auth_token_file": "file of accepted bearer tokens, one per line (health stays open)",
     }
     for f in fields(ServerConfig):
         default = f.default

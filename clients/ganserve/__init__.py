@@ -17,6 +17,7 @@ from ganserve.errors import (
     NotFound,
     Overloaded,
     ServerError,
+    Unauthenticated,
     Unavailable,
     WrongModelKind,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "Overloaded",
     "RetryPolicy",
     "ServerError",
+    "Unauthenticated",
     "Unavailable",
     "VersionState",
     "WrongModelKind",

@@ -314,8 +314,11 @@ async def run_job(
     version: int = 0,
     timeout: float = 600.0,
     quiet: bool = False,
+    tls: bool | str | Path = False,
+    token: str | None = None,
 ) -> dict[str, Any]:
-    """Make (or finish) the dataset; returns a summary. See the module docstring."""
+    """Make (or finish) the dataset; returns a summary. See the module docstring. `tls` and
+    `token` are the clients' (a CA file, and a bearer token)."""
     if fmt not in FORMATS:
         raise InvalidArgument(f"format: {fmt!r}; one of {', '.join(FORMATS)}")
     if shard_size < 1 or streams < 1:
@@ -325,7 +328,7 @@ async def run_job(
     retry = RetryPolicy(max_attempts=30, max_backoff=5.0)
     async with (
         _exclusive(Path(out)),
-        AsyncClient(list(servers), timeout=timeout, retry=retry) as client,
+        AsyncClient(list(servers), timeout=timeout, retry=retry, tls=tls, token=token) as client,
     ):
         info = await _describe(client, model, version)
         conditional = info.kind == "conditional"
@@ -431,6 +434,20 @@ def _job_flags(p: Any, shard_size: int) -> None:
     p.add_argument("--server", action="append", help="host:port, repeatable (round-robin)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per shard")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--tls-ca", type=Path, help="PEM CA of the servers' TLS certificates")
+    p.add_argument("--token-file", type=Path, help="a file holding the bearer token")
+
+
+def _security(args: Any) -> dict[str, Any]:
+    """run_job's `tls` and `token` from --tls-ca and --token-file."""
+    token = None
+    if args.token_file is not None:
+        try:
+            token = args.token_file.read_text().strip()
+        except OSError as exc:
+            message = f"--token-file: cannot read {args.token_file} ({exc.strerror})"
+            raise InvalidArgument(message) from None
+    return {"tls": args.tls_ca or False, "token": token}
 
 
 def main_generate(argv: Sequence[str]) -> int:
@@ -448,6 +465,11 @@ def main_generate(argv: Sequence[str]) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--format", choices=FORMATS, default="npz")
     args = p.parse_args(argv)
+    try:
+        security = _security(args)
+    except GanserveError as exc:
+        print(f"ganserve generate: {exc}", file=sys.stderr)
+        return 2
     job = run_job(
         args.server or ["localhost:8500"],
         args.model,
@@ -461,6 +483,7 @@ def main_generate(argv: Sequence[str]) -> int:
         version=args.version,
         timeout=args.timeout,
         quiet=args.quiet,
+        **security,
     )
     return _run_command("ganserve generate", job)
 
@@ -499,6 +522,8 @@ async def run_translate_job(
     version: int = 0,
     timeout: float = 600.0,
     quiet: bool = False,
+    tls: bool | str | Path = False,
+    token: str | None = None,
 ) -> dict[str, Any]:
     """Translate every PNG under `source` into `out` (same relative paths), resumably.
 
@@ -515,7 +540,7 @@ async def run_translate_job(
     retry = RetryPolicy(max_attempts=30, max_backoff=5.0)
     async with (
         _exclusive(out),
-        AsyncClient(list(servers), timeout=timeout, retry=retry) as client,
+        AsyncClient(list(servers), timeout=timeout, retry=retry, tls=tls, token=token) as client,
     ):
         info = await client.describe_model(model, version=version)
         if info.kind != "translation":
@@ -581,6 +606,11 @@ def main_translate(argv: Sequence[str]) -> int:
     _job_flags(p, shard_size=256)
     p.add_argument("--input", type=Path, required=True, help="folder of source .png files")
     args = p.parse_args(argv)
+    try:
+        security = _security(args)
+    except GanserveError as exc:
+        print(f"ganserve translate: {exc}", file=sys.stderr)
+        return 2
     job = run_translate_job(
         args.server or ["localhost:8500"],
         args.model,
@@ -591,5 +621,6 @@ def main_translate(argv: Sequence[str]) -> int:
         version=args.version,
         timeout=args.timeout,
         quiet=args.quiet,
+        **security,
     )
     return _run_command("ganserve translate", job)

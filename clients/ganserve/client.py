@@ -18,6 +18,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -56,9 +57,19 @@ def _addresses(address: str | Sequence[str]) -> list[str]:
     return found
 
 
-def _credentials(tls: bool | grpc.ChannelCredentials) -> grpc.ChannelCredentials | None:
+def _credentials(
+    tls: bool | str | Path | grpc.ChannelCredentials,
+) -> grpc.ChannelCredentials | None:
+    """True: TLS against the system's CAs; a path: TLS against that PEM CA; credentials as
+    they are (a client certificate for mutual TLS: `grpc.ssl_channel_credentials(ca, key,
+    cert)`); False: plaintext."""
     if tls is True:
         return grpc.ssl_channel_credentials()
+    if isinstance(tls, str | Path):
+        try:
+            return grpc.ssl_channel_credentials(root_certificates=Path(tls).read_bytes())
+        except OSError as exc:
+            raise InvalidArgument(f"tls: cannot read the CA file {tls} ({exc.strerror})") from None
     return tls or None
 
 
@@ -73,11 +84,14 @@ class _Base:
         *,
         timeout: float = DEFAULT_TIMEOUT,
         retry: RetryPolicy = RetryPolicy(),
-        tls: bool | grpc.ChannelCredentials = False,
+        tls: bool | str | Path | grpc.ChannelCredentials = False,
+        token: str | None = None,
         max_message_bytes: int = 64 * 2**20,
         seed: int | None = None,
     ) -> None:
         self.addresses = _addresses(address)
+        # the bearer token travels as metadata on every call (servers run --auth-token-file)
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
         self.timeout = timeout
         self.retry = retry
         self._rng = random.Random(seed)
@@ -131,7 +145,7 @@ class Client(_Base):
         for attempt in itertools.count():
             stub, left = self._attempt(deadline)
             try:
-                return getattr(stub, method)(request, timeout=left)
+                return getattr(stub, method)(request, timeout=left, metadata=self._metadata)
             except grpc.RpcError as exc:
                 time.sleep(self._wait_before_retry(exc, attempt, deadline))
         raise AssertionError("unreachable")
@@ -142,7 +156,9 @@ class Client(_Base):
         for attempt in itertools.count():
             stub, left = self._attempt(deadline)
             try:
-                for reply in getattr(stub, method)(_wire.resume(request, received), timeout=left):
+                call = getattr(stub, method)
+                resumed = _wire.resume(request, received)
+                for reply in call(resumed, timeout=left, metadata=self._metadata):
                     batch = _wire.images(reply)
                     received += len(batch)
                     yield batch
@@ -329,7 +345,7 @@ class AsyncClient(_Base):
         for attempt in itertools.count():
             stub, left = self._attempt(deadline)
             try:
-                return await getattr(stub, method)(request, timeout=left)
+                return await getattr(stub, method)(request, timeout=left, metadata=self._metadata)
             except grpc.RpcError as exc:
                 await asyncio.sleep(self._wait_before_retry(exc, attempt, deadline))
         raise AssertionError("unreachable")
@@ -343,7 +359,7 @@ class AsyncClient(_Base):
             stub, left = self._attempt(deadline)
             try:
                 async for reply in getattr(stub, method)(
-                    _wire.resume(request, received), timeout=left
+                    _wire.resume(request, received), timeout=left, metadata=self._metadata
                 ):
                     batch = _wire.images(reply)
                     received += len(batch)

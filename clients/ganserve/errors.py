@@ -58,6 +58,12 @@ class Cancelled(GanserveError):
     code = grpc.StatusCode.CANCELLED
 
 
+class Unauthenticated(GanserveError, PermissionError):
+    """No accepted bearer token (UNAUTHENTICATED): give `token=` to the client."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
 class ServerError(GanserveError):
     """Anything else the server reported (INTERNAL, UNKNOWN, ...)."""
 
@@ -72,6 +78,7 @@ _BY_CODE: dict[grpc.StatusCode, type[GanserveError]] = {
         Unavailable,
         DeadlineExceeded,
         Cancelled,
+        Unauthenticated,
     )
 }
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})

@@ -1,0 +1,106 @@
+"""TLS credentials and bearer-token authentication for the gRPC port.
+
+`--tls-cert`/`--tls-key` serve TLS; `--tls-client-ca` also demands a client certificate
+signed by that CA (mutual TLS). `--auth-token-file` names a file of accepted tokens, one per
+line (blank lines and `#` comments ignored): every call must carry `authorization: Bearer
+<token>` metadata, compared in constant time, or it ends UNAUTHENTICATED before any work.
+Health and reflection stay open, so load balancers' probes and `grpcurl list` work.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from server.config import ServerConfig
+from server.metrics import Metrics
+
+OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+class SecurityError(ValueError):
+    """A TLS or token file that cannot be used; the message names the flag."""
+
+
+def _read(path: str, flag: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise SecurityError(f"{flag}: cannot read {path} ({exc.strerror})") from None
+
+
+def server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
+    """TLS credentials from the config's files, or None for a plaintext port."""
+    if not config.tls_cert:
+        return None
+    pair = (_read(config.tls_key, "--tls-key"), _read(config.tls_cert, "--tls-cert"))
+    ca = _read(config.tls_client_ca, "--tls-client-ca") if config.tls_client_ca else None
+    return grpc.ssl_server_credentials([pair], root_certificates=ca, require_client_auth=bool(ca))
+
+
+def read_tokens(path: str) -> list[bytes]:
+    """The accepted tokens: one per line, blank lines and `#` comments ignored."""
+    lines = _read(path, "--auth-token-file").decode().splitlines()
+    tokens = [line.strip().encode() for line in lines if line.strip() and not line.startswith("#")]
+    if not tokens:
+        raise SecurityError(f"--auth-token-file: {path} holds no token")
+    return tokens
+
+
+class TokenAuth(grpc.aio.ServerInterceptor):
+    """UNAUTHENTICATED for a call without an accepted bearer token (health and reflection
+    excepted), counted in ganserve_requests_total under model "unknown"."""
+
+    def __init__(self, tokens: list[bytes], metrics: Metrics) -> None:
+        self._tokens = tokens
+        self._metrics = metrics
+
+    def _accepted(self, metadata: Any) -> bool:
+        given = next((v for k, v in metadata or () if k == "authorization"), "")
+        given = given.encode() if isinstance(given, str) else given
+        scheme, _, token = given.partition(b" ")
+        if scheme.lower() != b"bearer" or not token:
+            return False
+        matches = [hmac.compare_digest(token, t) for t in self._tokens]  # no early exit
+        return any(matches)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or details.method.startswith(OPEN_SERVICES):
+            return handler
+        if self._accepted(details.invocation_metadata):
+            return handler
+        method = details.method.rsplit("/", 1)[-1]
+        self._metrics.requests_of("unknown", method, "UNAUTHENTICATED").inc()
+        return _denied(handler)
+
+
+async def _deny(request: Any, context: grpc.aio.ServicerContext) -> None:
+    await context.abort(
+        grpc.StatusCode.UNAUTHENTICATED,
+        "authorization: a bearer token is required (metadata 'authorization: Bearer <token>')",
+    )
+
+
+def _denied(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """A handler of the same shape as `handler` that refuses the call."""
+    shape = (handler.request_streaming, handler.response_streaming)
+    make = {
+        (False, False): grpc.unary_unary_rpc_method_handler,
+        (False, True): grpc.unary_stream_rpc_method_handler,
+        (True, False): grpc.stream_unary_rpc_method_handler,
+        (True, True): grpc.stream_stream_rpc_method_handler,
+    }[shape]
+    return make(
+        _deny,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )

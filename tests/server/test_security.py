@@ -1,0 +1,152 @@
+"""TLS, mutual TLS and bearer tokens, over real channels with certificates made here."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+import ganserve
+from ganserve.cli import main
+from server.config import ServerConfig, ServerConfigError
+from tests.servers import CGAN, DCGAN
+
+NO_RETRY = ganserve.RetryPolicy(max_attempts=1)
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _certificate(
+    subject: str,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None,
+    *,
+    ca: bool = False,
+) -> x509.Certificate:
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer[0].subject if issuer else name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if not ca:
+        names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    return builder.sign(issuer[1] if issuer else key, hashes.SHA256())
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files."""
+    folder = tmp_path_factory.mktemp("pki")
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = _certificate("ganserve test CA", ca_key, None, ca=True)
+    files = {"ca": ca.public_bytes(serialization.Encoding.PEM)}
+    for who in ("server", "client"):
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = _certificate(f"ganserve {who}", key, (ca, ca_key))
+        files[f"{who}.key"] = _pem_key(key)
+        files[f"{who}.crt"] = cert.public_bytes(serialization.Encoding.PEM)
+    paths = {}
+    for name, data in files.items():
+        paths[name] = folder / f"{name}.pem"
+        paths[name].write_bytes(data)
+    return paths
+
+
+def tls_flags(pki: dict[str, Path]) -> dict[str, str]:
+    return {"tls_cert": str(pki["server.crt"]), "tls_key": str(pki["server.key"])}
+
+
+def test_tls_serves_a_client_that_trusts_the_ca_and_no_plaintext_one(
+    make_server: Callable, pki: dict[str, Path]
+) -> None:
+    server = make_server(**tls_flags(pki))
+    with ganserve.Client(server.address, tls=pki["ca"]) as client:
+        assert client.sample(DCGAN, 3, seed=1).pixels.shape == (3, 32, 32, 1)
+    with (
+        ganserve.Client(server.address, timeout=5, retry=NO_RETRY) as plain,
+        pytest.raises(ganserve.Unavailable),
+    ):
+        plain.sample(DCGAN, 1)
+
+
+def test_mutual_tls_refuses_a_client_without_a_certificate(
+    make_server: Callable, pki: dict[str, Path]
+) -> None:
+    server = make_server(**tls_flags(pki), tls_client_ca=str(pki["ca"]))
+    with (
+        ganserve.Client(server.address, tls=pki["ca"], timeout=5, retry=NO_RETRY) as anonymous,
+        pytest.raises(ganserve.Unavailable),
+    ):
+        anonymous.sample(DCGAN, 1)
+    credentials = grpc.ssl_channel_credentials(
+        pki["ca"].read_bytes(), pki["client.key"].read_bytes(), pki["client.crt"].read_bytes()
+    )
+    with ganserve.Client(server.address, tls=credentials) as client:
+        assert len(client.sample(DCGAN, 2)) == 2
+
+
+def test_tokens_are_required_everywhere_but_health(make_server: Callable, tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("# one per line\nfirst-token\n\nsecond-token\n")
+    server = make_server(auth_token_file=str(tokens))
+    for token in (None, "wrong", "first-token-but-longer"):
+        with ganserve.Client(server.address, token=token, retry=NO_RETRY) as client:
+            with pytest.raises(ganserve.Unauthenticated, match="bearer token"):
+                client.sample(DCGAN, 1)
+            with pytest.raises(ganserve.Unauthenticated):
+                list(client.generate_stream(CGAN, 10, balanced=True))
+    for token in ("first-token", "second-token"):
+        with ganserve.Client(server.address, token=token) as client:
+            assert len(client.sample(DCGAN, 2)) == 2
+            assert len(list(client.generate_stream(CGAN, 10, balanced=True))) == 1
+    health = health_pb2_grpc.HealthStub(server.channel)  # probes carry no token
+    reply = health.Check(health_pb2.HealthCheckRequest(service=""))
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    refused = server.metric(
+        "ganserve_requests_total", model="unknown", method="Sample", code="UNAUTHENTICATED"
+    )
+    assert refused == 3
+
+
+def test_bulk_commands_take_the_ca_and_the_token(
+    make_server: Callable, pki: dict[str, Path], tmp_path: Path
+) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("bulk-token\n")
+    server = make_server(**tls_flags(pki), auth_token_file=str(tokens))
+    args = ["generate", "--model", CGAN, "--count", "40", "--server", server.address, "--quiet"]
+    secure = ["--tls-ca", str(pki["ca"]), "--token-file", str(tokens)]
+    assert main([*args, "--out", str(tmp_path / "ds"), *secure]) == 0
+    assert main(["verify", str(tmp_path / "ds")]) == 0
+    missing = ["--token-file", str(tmp_path / "absent")]
+    assert main([*args, "--out", str(tmp_path / "x"), "--tls-ca", str(pki["ca"]), *missing]) == 2
+
+
+def test_tls_settings_must_come_in_pairs() -> None:
+    with pytest.raises(ServerConfigError, match="give both"):
+        ServerConfig(tls_cert="cert.pem")
+    with pytest.raises(ServerConfigError, match="needs --tls-cert"):
+        ServerConfig(tls_client_ca="ca.pem")
