@@ -35,6 +35,19 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
+class _ClientGoneFilter(logging.Filter):
+    """grpc logs an ERROR when a stream's reply cannot be sent because its client cancelled;
+    that is the client's doing, and the call is counted CANCELLED: keep it at DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage().startswith("ExecuteBatchError raised in core by servicer"):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
+logging.getLogger("grpc._cython.cygrpc").addFilter(_ClientGoneFilter())
+
+
 class GanServer:
     """One server: gRPC (ganserve, health, reflection) plus the metrics endpoint."""
 

@@ -429,15 +429,20 @@ class _Outcome:
 
 @contextlib.asynccontextmanager
 async def _statuses(context: grpc.aio.ServicerContext) -> AsyncIterator[_Outcome]:
-    """Map what an rpc raised to its gRPC status: Abort's code, CANCELLED, or INTERNAL."""
+    """Map what an rpc raised to its gRPC status: Abort's code, DEADLINE_EXCEEDED or CANCELLED
+    when the caller went away, or INTERNAL."""
     outcome = _Outcome()
     try:
         yield outcome
     except Abort as exc:
         outcome.code = exc.code
         await context.abort(exc.code, str(exc))
-    except asyncio.CancelledError:
-        outcome.code = grpc.StatusCode.CANCELLED
+    except (asyncio.CancelledError, GeneratorExit):
+        # GeneratorExit: grpc closed a stream whose reply it could no longer send (the client
+        # cancelled while flow control held the server); either way the call did not finish
+        left = context.time_remaining()
+        expired = left is not None and left <= 0
+        outcome.code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
         raise
     except Exception as exc:
         outcome.code = grpc.StatusCode.INTERNAL

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import struct
 import time
 import zlib
@@ -103,3 +104,36 @@ def test_a_stream_of_the_largest_chunks_runs_on_an_idle_server(server: RunningSe
         assert [len(c) for c in chunks] == [4096, 4096, 1808]
         whole = images(stub.Sample(pb.SampleRequest(model=DCGAN, count=4000, seed=2)))
     assert np.concatenate(chunks)[:4000].tobytes() == whole.tobytes()
+
+
+def wait_for_metric(server: RunningServer, value: float, **labels: str) -> None:
+    deadline = time.monotonic() + 20
+    while server.metric("ganserve_requests_total", **labels) < value:
+        assert time.monotonic() < deadline, f"never counted: {labels}"
+        time.sleep(0.05)
+
+
+def test_a_stream_past_its_deadline_is_counted_deadline_exceeded(make_server: Callable) -> None:
+    server = make_server()
+    request = pb.SampleRequest(model=DCGAN, count=10**6, chunk_size=256)
+    with pytest.raises(grpc.RpcError) as info:
+        for _ in server.stub.SampleStream(request, timeout=0.5):
+            pass
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    wait_for_metric(server, 1, model=DCGAN, method="SampleStream", code="DEADLINE_EXCEEDED")
+    assert server.metric("ganserve_requests_total", method="SampleStream", code="CANCELLED") == 0
+
+
+def test_a_stalled_stream_that_is_cancelled_is_counted_cancelled(
+    make_server: Callable, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = make_server()
+    request = pb.SampleRequest(model=DCGAN, count=10**6, chunk_size=1024)
+    call = server.stub.SampleStream(request)
+    next(call)  # started; then the client reads nothing more, and flow control stalls the server
+    time.sleep(1.0)
+    call.cancel()
+    wait_for_metric(server, 1, model=DCGAN, method="SampleStream", code="CANCELLED")
+    assert server.metric("ganserve_requests_total", method="SampleStream", code="OK") == 0
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, errors  # a client that went away is not the server's error
