@@ -49,6 +49,7 @@ class _Piece:
     key: tuple  # input shapes past the batch axis: only equal keys share a batch
     future: asyncio.Future[np.ndarray]
     loaded: bool  # every instance was busy when it arrived: its batch may wait to fill
+    values: int  # input values (the largest input's), for the batch's memory budget
     enqueued: float = field(default_factory=time.perf_counter)
 
 
@@ -130,6 +131,7 @@ class Batcher:
         metrics: Metrics,
         inline_run_s: float = 0.0,
         solo: Run | None = None,
+        max_batch_values: int = 0,
     ) -> None:
         if not runs:
             raise ValueError(f"model {name}: a batcher needs at least one instance")
@@ -142,6 +144,9 @@ class Batcher:
         self.max_queue_delay_s = max_queue_delay_s
         self.max_queue_size = max_queue_size
         self.inline_run_s = inline_run_s
+        # input values one batch may hold (0: no limit): translation calls of many pixels must
+        # not coalesce into one run of many times the per-call limit
+        self.max_batch_values = max_batch_values
         # this model's series, resolved once rather than per request
         self._depth = metrics.queue_depth.labels(name)
         self._busy_gauge = metrics.busy_instances.labels(name)
@@ -199,11 +204,13 @@ class Batcher:
         loop = asyncio.get_running_loop()
         key = tuple((k, v.shape[1:], v.dtype.str) for k, v in feeds.items())
         loaded = self._busy >= len(self._instances)
+        per_image = max(v[0].size for v in feeds.values()) if n else 0
         pieces = []
         for lo in range(0, n, self.max_batch_size):
             part = {k: v[lo : lo + self.max_batch_size] for k, v in feeds.items()}
             size = min(self.max_batch_size, n - lo)
-            pieces.append(_Piece(part, size, key, loop.create_future(), loaded))
+            values = size * per_image
+            pieces.append(_Piece(part, size, key, loop.create_future(), loaded, values))
         self._queue.extend(pieces)
         self._queued_images += n
         self._depth.set(self._queued_images)
@@ -253,9 +260,12 @@ class Batcher:
                 self._woken += 1
                 pieces -= 1
 
-    def _take(self, first: _Piece | None, room: int) -> list[_Piece]:
-        """Queued live pieces that share the batch's shape and fit in `room` images (a new
-        batch's first piece always goes: pieces are never larger than a batch)."""
+    def _take(self, first: _Piece | None, room: int, budget: float | None = None) -> list[_Piece]:
+        """Queued live pieces that share the batch's shape and fit in `room` images and in
+        `budget` input values (a new batch's first piece always goes: a piece never exceeds a
+        batch, and one call never exceeds the budget)."""
+        if budget is None:
+            budget = self.max_batch_values or float("inf")
         taken, kept = [], deque()
         while self._queue:
             piece = self._queue.popleft()
@@ -265,9 +275,11 @@ class Batcher:
             if first is None:
                 first = piece
                 room = max(room, piece.size)
-            if room and piece.key == first.key and piece.size <= room:
+                budget = max(budget, piece.values)
+            if room and piece.key == first.key and piece.size <= room and piece.values <= budget:
                 taken.append(piece)  # still counted as queued until its batch runs
                 room -= piece.size
+                budget -= piece.values
             else:
                 kept.append(piece)
         self._queue = kept
@@ -289,7 +301,8 @@ class Batcher:
                 await arrival  # the next arrival, or the flush time
             finally:
                 timer.cancel()
-            more = self._take(batch[0], self.max_batch_size - size)
+            budget = (self.max_batch_values or float("inf")) - sum(p.values for p in batch)
+            more = self._take(batch[0], self.max_batch_size - size, budget)
             batch += more
             size += sum(p.size for p in more)
 

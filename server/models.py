@@ -106,6 +106,7 @@ class ModelRepository:
                     metrics=self.metrics,
                     inline_run_s=self.config.inline_run_us / 1e6,
                     solo=mv.solo.run if mv.solo is not None else None,
+                    max_batch_values=self._batch_values(mv.card),
                 )
                 mv.batcher.start()
                 mv.state = "ready"
@@ -119,6 +120,13 @@ class ModelRepository:
                     len(mv.runners),
                     mv.runners[0].threads,
                 )
+
+    def _batch_values(self, card: ModelCard) -> int:
+        """The input values one batch may hold: a translation batch stays within one call's
+        pixel limit (each call is checked against it on arrival); generators: no limit."""
+        if card.kind != "translation":
+            return 0
+        return self.config.max_translation_pixels * card.channels
 
     def _load_version(self, mv: ModelVersion, max_batch: int, instances: int, threads: int) -> None:
         if not mv.path.is_file():

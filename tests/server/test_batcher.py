@@ -263,3 +263,24 @@ def test_the_solo_session_takes_a_batch_only_while_no_other_runs() -> None:
     run(go())
     assert solo.batches == [[5], [0]]
     assert a.batches + b.batches == [[1]]
+
+
+def test_a_batch_stays_within_its_budget_of_input_values() -> None:
+    instance = Instance()
+
+    async def go() -> None:
+        b = batcher([instance], max_batch_values=8)  # two calls of 4 values per batch
+        try:
+            instance.hold()
+            first = asyncio.ensure_future(b.submit(z(0)))
+            await until(instance.entered)
+            rows = [np.full((1, 4), i, np.float32) for i in (1, 2, 3)]
+            waiting = [asyncio.ensure_future(b.submit({"z": r})) for r in rows]
+            await asyncio.sleep(0.05)
+            instance.gate.set()
+            await asyncio.gather(first, *waiting)
+        finally:
+            await b.close()
+
+    run(go())
+    assert instance.batches == [[0], [1, 2], [3]]

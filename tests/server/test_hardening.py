@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import struct
+import subprocess
+import sys
 import time
 import zlib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
 from PIL import Image
 
+from ganserve.tensor import to_tensor
 from ganserve.v1 import ganserve_pb2 as pb
 from ganserve.v1 import ganserve_pb2_grpc as pb_grpc
-from tests.servers import CGAN, DCGAN, PIX2PIX, RunningServer, images
+from tests.servers import CGAN, DCGAN, MODELS, PIX2PIX, RunningServer, images
 
 
 def zero_png(width: int, height: int) -> bytes:
@@ -137,3 +143,42 @@ def test_a_stalled_stream_that_is_cancelled_is_counted_cancelled(
     assert server.metric("ganserve_requests_total", method="SampleStream", code="OK") == 0
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert not errors, errors  # a client that went away is not the server's error
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_memory_comes_back_after_the_largest_translations() -> None:
+    side = 2048  # the largest call this server allows: 1 x 2048 x 2048
+    argv = [
+        *(sys.executable, "-m", "server", "--model-repository", str(MODELS), "--port", "0"),
+        *("--metrics-port", "-1", "--max-translation-pixels", str(side * side)),
+        *("--log-level", "WARNING", "--grace-seconds", "5"),
+    ]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline() if process.stdout else ""
+        port = int(re.search(r":(\d+),", line).group(1))  # type: ignore[union-attr]
+        options = [(f"grpc.max_{d}_message_length", 64 << 20) for d in ("send", "receive")]
+        with grpc.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
+            stub = pb_grpc.GeneratorStub(channel)
+
+            def translate(size: int) -> None:
+                image = to_tensor(np.zeros((1, size, size, 1), np.uint8))
+                stub.Translate(pb.TranslateRequest(model=PIX2PIX, images=image), timeout=120)
+
+            translate(32)
+            before = rss_mb(process.pid)
+            translate(side)
+            with ThreadPoolExecutor(3) as pool:  # three at once: still one call per batch
+                list(pool.map(translate, [side] * 3))
+            time.sleep(0.5)
+            after = rss_mb(process.pid)
+        assert after < 1.2 * before, f"RSS {before:.0f} MB before, {after:.0f} MB after"
+    finally:
+        process.terminate()
+        process.wait(30)
