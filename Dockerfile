@@ -5,6 +5,8 @@
 #   docker run --gpus all -v "$PWD/models:/models:ro" ganserve    # your repository instead
 #
 # Every server flag has a GANSERVE_* environment variable (docs/serving.md): -e GANSERVE_MAX_BATCH_SIZE=1024
+# The image listens on all interfaces: beyond a private network, mount certificates and tokens
+# and set GANSERVE_TLS_CERT, GANSERVE_TLS_KEY and GANSERVE_AUTH_TOKEN_FILE.
 FROM nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04
 
 ENV DEBIAN_FRONTEND=noninteractive \

@@ -147,7 +147,11 @@ class ModelRepository:
             mv.solo.warm_up((1, max_batch))
 
     def _fail(self, mv: ModelVersion, error: str) -> None:
-        mv.state, mv.error = "failed", error
+        # callers see the reason, not where the server keeps its files (the log has both)
+        root = str(self.config.model_repository.resolve())
+        shown_error = error.replace(root, "<repository>")
+        shown_error = shown_error.replace(str(self.config.model_repository), "<repository>")
+        mv.state, mv.error = "failed", shown_error
         self.metrics.set_model_state(mv.name, mv.version, "failed")
         log.error("model %s version %d failed to load: %s", mv.name, mv.version, error)
 

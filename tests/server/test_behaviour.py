@@ -140,6 +140,8 @@ def test_a_broken_model_beside_good_ones(make_server: Callable, tmp_path: Path) 
     listed = {m.name: m for m in server.stub.ListModels(pb.ListModelsRequest()).models}
     assert listed["broken"].versions[0].state == pb.VersionState.FAILED
     assert listed["broken"].versions[0].error
+    assert str(tmp_path) not in listed["broken"].versions[0].error  # no server paths shown
+    assert "<repository>" in listed["broken"].versions[0].error
     with pytest.raises(grpc.RpcError) as info:
         server.stub.Sample(pb.SampleRequest(model="broken", count=1))
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
