@@ -65,7 +65,7 @@ class GanServer:
         if config.auth_token_file:
             interceptors.append(TokenAuth(read_tokens(config.auth_token_file), self.metrics))
         self._server = grpc.aio.server(
-            interceptors=interceptors,
+            interceptors=interceptors or None,
             options=[
                 ("grpc.max_send_message_length", limit),
                 ("grpc.max_receive_message_length", limit),
