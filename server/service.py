@@ -28,6 +28,7 @@ from server.models import ModelNotFound, ModelRepository, ModelUnavailable, Mode
 from server.runner import cpu_cores
 
 MAX_CHUNK_SIZE = 4096
+OFF_LOOP_LABELS = 1 << 16  # longer label lists are converted on the worker pool
 STREAM_PREFETCH = 2  # chunks of a stream in flight at once: the next computes while one is sent
 _RPC_OF_KIND = {"unconditional": "Sample", "conditional": "Generate", "translation": "Translate"}
 
@@ -148,7 +149,7 @@ class GeneratorService(pb_grpc.GeneratorServicer):
         seed, start, nz = request.seed, request.start_index, card.latent_size
         return lambda lo, n: latents(seed, start + lo, n, nz, truncation=truncation)
 
-    def _label_source(
+    async def _label_source(
         self, request: pb.GenerateRequest, card: ModelCard, count: int
     ) -> Callable[[int, int], np.ndarray]:
         """Checks the condition once; returns (lo, n) → labels of images lo .. lo + n - 1."""
@@ -161,7 +162,12 @@ class GeneratorService(pb_grpc.GeneratorServicer):
             offset = request.start_index % c
             return lambda lo, n: (np.arange(lo, lo + n, dtype=np.int64) + offset) % c
         if which == "labels":
-            values = np.asarray(request.labels.values, np.int64)
+            values = request.labels.values
+            if len(values) > OFF_LOOP_LABELS:  # millions of labels take seconds to convert
+                loop = asyncio.get_running_loop()
+                values = await loop.run_in_executor(self.cpu_pool, _int64_array, values)
+            else:
+                values = _int64_array(values)
             if len(values) != count:
                 raise invalid(f"labels: {len(values)} labels for {count} images")
         else:
@@ -175,7 +181,7 @@ class GeneratorService(pb_grpc.GeneratorServicer):
             return lambda lo, n: values[lo : lo + n]
         return lambda lo, n: np.full(n, request.label, np.int64)
 
-    def _prepare(
+    async def _prepare(
         self, request: Any, method: str, stream: bool
     ) -> tuple[ModelVersion, int, Callable[[int, int], dict[str, np.ndarray]]]:
         """Model, image count, and (lo, n) → the generator's inputs for images lo .. lo + n - 1,
@@ -188,7 +194,7 @@ class GeneratorService(pb_grpc.GeneratorServicer):
         z_of = self._latent_source(request, card)
         if card.kind != "conditional":
             return mv, count, lambda lo, n: {"z": z_of(lo, n)}
-        label_of = self._label_source(request, card, count)
+        label_of = await self._label_source(request, card, count)
         return mv, count, lambda lo, n: {"z": z_of(lo, n), "label": label_of(lo, n)}
 
     async def _reply(
@@ -268,7 +274,7 @@ class GeneratorService(pb_grpc.GeneratorServicer):
         return info
 
     async def _unary(self, request: Any, method: str) -> pb.ImageBatch:
-        mv, count, inputs = self._prepare(request, method, stream=False)
+        mv, count, inputs = await self._prepare(request, method, stream=False)
         card = mv.card
         assert card is not None
         self._check_response_size(card, count, card.height, card.width, request.encoding)
@@ -285,7 +291,7 @@ class GeneratorService(pb_grpc.GeneratorServicer):
         return await self._unary(request, "Generate")
 
     async def _stream(self, request: Any, method: str) -> AsyncIterator[pb.ImageBatch]:
-        mv, total, inputs = self._prepare(request, method, stream=True)
+        mv, total, inputs = await self._prepare(request, method, stream=True)
         card = mv.card
         assert card is not None
         chunk = request.chunk_size or self.config.stream_chunk_size
@@ -396,6 +402,10 @@ def png_size(data: bytes, field: str) -> tuple[int, int]:
     if not width or not height:
         raise invalid(f"{field}: a PNG of {width}x{height} pixels")
     return width, height
+
+
+def _int64_array(values: Any) -> np.ndarray:
+    return np.asarray(values, np.int64)
 
 
 def _encode_pngs(images: np.ndarray) -> list[bytes]:
