@@ -49,7 +49,15 @@ def test_images_do_not_depend_on_how_they_were_asked_for(make_server: Callable) 
 
 
 def test_concurrent_calls_coalesce_into_batches(make_server: Callable) -> None:
-    server = make_server(max_queue_delay_ms=200.0, max_batch_size=64, instances=1)
+    # runs always on the instance's thread (no inline runs, no solo session), so the one
+    # instance is busy while the other calls arrive and their batch waits to fill
+    server = make_server(
+        max_queue_delay_ms=200.0,
+        max_batch_size=64,
+        instances=1,
+        inline_run_us=0.0,
+        solo_session=False,
+    )
     with ThreadPoolExecutor(32) as pool:
         list(pool.map(lambda i: sample(server, 1, i), range(32)))
     runs = server.metric("ganserve_batch_size_count", model=f"{DCGAN}:1")
