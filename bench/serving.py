@@ -44,10 +44,10 @@ from pathlib import Path
 import grpc
 import onnxruntime as ort
 
-from export.metadata import ModelCard, example_inputs
+from export.metadata import example_inputs
 from ganserve.v1 import ganserve_pb2 as pb
 from ganserve.v1 import ganserve_pb2_grpc as pb_grpc
-from server.runner import choose_providers
+from server.runner import Runner
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_MODELS = ROOT / "runs" / "bench-models"
@@ -65,29 +65,24 @@ STREAM_COUNT, STREAM_CHUNK = 4096, 256
 # -- in-process ONNX Runtime ----------------------------------------------------------------
 
 
-def session(path: Path, threads: int, spinning: bool, device: str = "cpu") -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=choose_providers(device))
+def session(path: Path, threads: int, spinning: bool, device: str = "cpu") -> Runner:
+    """One ONNX Runtime session through the server's own Runner: the same session options,
+    and IO binding on CUDA, as the server uses."""
+    return Runner(path, device=device, threads=threads, spinning=spinning)
 
 
-def raw_rate(sessions: list[ort.InferenceSession], batch: int, seconds: float) -> float:
+def raw_rate(sessions: list[Runner], batch: int, seconds: float) -> float:
     """Images/s with one caller thread per entry of `sessions` (an entry may repeat: concurrent
     runs of one session), each looping on `run` at `batch`."""
-    card = ModelCard.from_props(sessions[0].get_modelmeta().custom_metadata_map)
-    feeds = example_inputs(card, batch)
-    output = sessions[0].get_outputs()[0].name
+    feeds = example_inputs(sessions[0].card, batch)
     for s in sessions:
-        s.run([output], feeds)
+        s.run(feeds)
     done = [0] * len(sessions)
     stop = time.perf_counter() + seconds
 
     def loop(i: int) -> None:
         while time.perf_counter() < stop:
-            sessions[i].run([output], feeds)
+            sessions[i].run(feeds)
             done[i] += batch
 
     threads = [threading.Thread(target=loop, args=(i,)) for i in range(len(sessions))]
@@ -235,7 +230,7 @@ def model_path(repository: Path, model: str) -> Path:
 def bench_model(model: str, args: argparse.Namespace) -> None:
     repository = BENCH_MODELS if model == "dcgan64" else ROOT / "models"
     path = model_path(repository, model)
-    card = ModelCard.from_props(session(path, 1, False).get_modelmeta().custom_metadata_map)
+    card = session(path, 1, False).card
     raw = raw_table(path, args.threads, args.raw_seconds, args.device)
     raw_best = max(rate for rate, _ in raw.values())
     variants = {"ganserve": [], "ganserve --workers 2": ["--workers", "2"]}

@@ -82,9 +82,8 @@ class _Instance:
         """Whether batches of about `size` have been running in under `limit_s` here."""
         return self.seconds.get(size.bit_length(), limit_s) < limit_s
 
-    def run_now(self, batch: list[dict[str, np.ndarray]]) -> np.ndarray:
-        """Concatenate the pieces' inputs and run them on the calling thread."""
-        size = sum(len(next(iter(feeds.values()))) for feeds in batch)
+    def run_now(self, batch: list[dict[str, np.ndarray]], size: int) -> np.ndarray:
+        """Concatenate the pieces' inputs (`size` images in all) and run them here."""
         started = time.perf_counter()
         if len(batch) == 1:
             output = self.run(batch[0])
@@ -95,18 +94,18 @@ class _Instance:
         self.seconds[bucket] = 0.8 * self.seconds.get(bucket, took) + 0.2 * took
         return output
 
-    def submit(self, batch: list[dict[str, np.ndarray]]) -> asyncio.Future[np.ndarray]:
+    def submit(self, batch: list[dict[str, np.ndarray]], size: int) -> asyncio.Future[np.ndarray]:
         """Run on the instance's thread (ONNX Runtime releases the GIL); awaitable result."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._jobs.put((loop, future, batch))
+        self._jobs.put((loop, future, batch, size))
         return future
 
     def _serve(self) -> None:
         while (job := self._jobs.get()) is not None:
-            loop, future, batch = job
+            loop, future, batch, size = job
             try:
-                output = self.run_now(batch)
+                output = self.run_now(batch, size)
             except Exception as exc:  # the batch's callers hear why; the thread serves on
                 loop.call_soon_threadsafe(_settle, future, None, exc)
             else:
@@ -242,7 +241,7 @@ class Batcher:
         before anything else can, so the instance stays free for its worker afterwards."""
         started = time.perf_counter()
         self._wait.observe(0.0)
-        output = instance.run_now([feeds])
+        output = instance.run_now([feeds], n)
         self._compute.observe(time.perf_counter() - started)
         self._sizes.observe(n)
         return output
@@ -344,9 +343,9 @@ class Batcher:
         self._running += 1
         try:
             if instance.cheap(size, self.inline_run_s):
-                output = instance.run_now(feeds)  # the thread hand-over would cost more
+                output = instance.run_now(feeds, size)  # a thread hand-over would cost more
             else:
-                output = await instance.submit(feeds)
+                output = await instance.submit(feeds, size)
         except Exception as exc:  # the whole batch failed: every caller hears why
             for piece in batch:
                 if not piece.future.done():

@@ -46,28 +46,9 @@ class ServerConfig:
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
-        positive = (
-            "max_batch_size",
-            "max_queue_size",
-            "max_images_per_call",
-            "max_message_bytes",
-            "max_translation_pixels",
-            "stream_chunk_size",
-            "workers",
-        )
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ServerConfigError(f"--{_flag(name)}: must be at least 1")
-        nonnegative = (
-            "max_queue_delay_ms",
-            "inline_run_us",
-            "grace_seconds",
-            "instances",
-            "intra_op_threads",
-        )
-        for name in nonnegative:
-            if getattr(self, name) < 0:
-                raise ServerConfigError(f"--{_flag(name)}: must be at least 0")
+        for name, least in _MINIMUM.items():
+            if getattr(self, name) < least:
+                raise ServerConfigError(f"--{_flag(name)}: must be at least {least}")
         if self.device not in DEVICES:
             raise ServerConfigError(f"--device: {self.device!r}; one of {', '.join(DEVICES)}")
         if bool(self.tls_cert) != bool(self.tls_key):
@@ -76,6 +57,27 @@ class ServerConfig:
             raise ServerConfigError("--tls-client-ca: needs --tls-cert and --tls-key")
         if not 0 <= self.port < 65536 or not -1 <= self.metrics_port < 65536:
             raise ServerConfigError("--port / --metrics-port: 0-65535 (metrics: -1 = off)")
+
+
+# the smallest value of each numeric setting (0 for instances and threads means "choose")
+_MINIMUM = {
+    **dict.fromkeys(
+        (
+            "max_batch_size",
+            "max_queue_size",
+            "max_images_per_call",
+            "max_message_bytes",
+            "max_translation_pixels",
+            "stream_chunk_size",
+            "workers",
+        ),
+        1,
+    ),
+    **dict.fromkeys(
+        ("max_queue_delay_ms", "inline_run_us", "grace_seconds", "instances", "intra_op_threads"),
+        0,
+    ),
+}
 
 
 def _flag(name: str) -> str:

@@ -133,7 +133,8 @@ class ModelRepository:
             raise FileNotFoundError(f"{mv.path} is missing")
         device = self.config.device
         provider = choose_providers(device)[0]
-        count, threads = plan_instances(provider, instances, threads, cpu_cores())
+        cores = cpu_cores()
+        count, threads = plan_instances(provider, instances, threads, cores)
         spinning = self.config.intra_op_spinning
         runners = []
         for _ in range(count):
@@ -141,7 +142,6 @@ class ModelRepository:
             runner.warm_up((1, max_batch))
             runners.append(runner)
         mv.runners, mv.card = tuple(runners), runners[0].card
-        cores = cpu_cores()
         if self.config.solo_session and provider != CUDA and threads < cores:
             mv.solo = Runner(mv.path, device=device, threads=cores, spinning=spinning)
             mv.solo.warm_up((1, max_batch))

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import re
+import subprocess
+import sys
 import threading
+import time
 import urllib.request
 from collections.abc import Coroutine
 from pathlib import Path
@@ -68,6 +72,43 @@ class RunningServer:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
         self.loop.close()
+
+
+class ServerProcess:
+    """`python -m server` in a subprocess on the shipped models, port 0, metrics off; `flags`
+    add to or override those (the last flag wins). Ready once it printed its `gRPC on` line
+    (`line`, `port`); as a context manager, it is always stopped at the end."""
+
+    def __init__(self, *flags: str, env: dict[str, str] | None = None) -> None:
+        argv = [
+            *(sys.executable, "-m", "server", "--model-repository", str(MODELS)),
+            *("--port", "0", "--metrics-port", "-1", "--log-level", "WARNING", *flags),
+        ]
+        self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env)
+        self.line = ""
+        deadline = time.monotonic() + 120
+        while "gRPC on" not in self.line:
+            self.line = self.process.stdout.readline() if self.process.stdout else ""
+            if (not self.line and self.process.poll() is not None) or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"the server did not start: {' '.join(argv)}")
+        self.port = int(re.search(r":(\d+),", self.line).group(1))  # type: ignore[union-attr]
+        self.address = f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 def images(batch: pb.ImageBatch) -> np.ndarray:

@@ -69,6 +69,14 @@ async def until(event: threading.Event) -> None:
         await asyncio.sleep(0.001)
 
 
+async def occupy(b: Batcher, instance: Instance) -> asyncio.Future:
+    """Hold `instance` inside a run of `z(0)`; the returned call ends once it is released."""
+    instance.hold()
+    running = asyncio.ensure_future(b.submit(z(0)))
+    await until(instance.entered)
+    return running
+
+
 def test_each_call_gets_its_own_rows_however_it_is_cut_and_coalesced() -> None:
     async def go() -> list[np.ndarray]:
         b = batcher([Instance(), Instance()], max_batch_size=4)
@@ -118,9 +126,7 @@ def test_while_every_instance_is_busy_the_next_batch_fills_within_the_delay() ->
     async def go() -> None:
         b = batcher([instance], max_batch_size=8, max_queue_delay_s=2.0)
         try:
-            instance.hold()
-            first = asyncio.ensure_future(b.submit(z(0)))
-            await until(instance.entered)
+            first = await occupy(b, instance)
             waiting = [asyncio.ensure_future(b.submit(z(i))) for i in range(1, 6)]
             await asyncio.sleep(0.05)
             instance.gate.set()  # the 5 queued images start a batch that may wait to fill
@@ -140,9 +146,7 @@ def test_without_a_delay_a_freed_instance_takes_what_is_queued() -> None:
     async def go() -> None:
         b = batcher([instance], max_batch_size=8)
         try:
-            instance.hold()
-            first = asyncio.ensure_future(b.submit(z(0)))
-            await until(instance.entered)
+            first = await occupy(b, instance)
             waiting = [asyncio.ensure_future(b.submit(z(i))) for i in range(1, 4)]
             await asyncio.sleep(0.05)
             instance.gate.set()
@@ -160,9 +164,7 @@ def test_the_queue_limit_counts_waiting_images_and_refuses_beyond_it() -> None:
     async def go() -> None:
         b = batcher([instance], max_queue_size=8)
         try:
-            instance.hold()
-            running = asyncio.ensure_future(b.submit(z(0)))  # running: not in the queue
-            await until(instance.entered)
+            running = await occupy(b, instance)  # running: not in the queue
             queued = asyncio.ensure_future(b.submit(z(*range(1, 7))))
             await asyncio.sleep(0)
             with pytest.raises(QueueFull, match="6 images queued, room for 2"):
@@ -182,9 +184,7 @@ def test_a_cancelled_call_is_dropped_from_the_queue_without_running() -> None:
     async def go() -> None:
         b = batcher([instance])
         try:
-            instance.hold()
-            running = asyncio.ensure_future(b.submit(z(0)))
-            await until(instance.entered)
+            running = await occupy(b, instance)
             doomed = asyncio.ensure_future(b.submit(z(99)))
             kept = asyncio.ensure_future(b.submit(z(1)))
             await asyncio.sleep(0)
@@ -251,9 +251,7 @@ def test_the_solo_session_takes_a_batch_only_while_no_other_runs() -> None:
         bat.start()
         try:
             assert (await bat.submit(z(5)))[0, 0] == 10  # alone: the solo session
-            solo.hold()
-            first = asyncio.ensure_future(bat.submit(z(0)))
-            await until(solo.entered)
+            first = await occupy(bat, solo)
             assert (await bat.submit(z(1)))[0, 0] == 2  # the solo session is busy: an instance
             solo.gate.set()
             await first
@@ -271,9 +269,7 @@ def test_a_batch_stays_within_its_budget_of_input_values() -> None:
     async def go() -> None:
         b = batcher([instance], max_batch_values=8)  # two calls of 4 values per batch
         try:
-            instance.hold()
-            first = asyncio.ensure_future(b.submit(z(0)))
-            await until(instance.entered)
+            first = await occupy(b, instance)
             rows = [np.full((1, 4), i, np.float32) for i in (1, 2, 3)]
             waiting = [asyncio.ensure_future(b.submit({"z": r})) for r in rows]
             await asyncio.sleep(0.05)

@@ -6,8 +6,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -20,7 +18,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ganserve.v1 import ganserve_pb2 as pb
-from tests.servers import CGAN, DCGAN, MODELS, PIX2PIX, RunningServer, images
+from tests.servers import CGAN, DCGAN, MODELS, PIX2PIX, RunningServer, ServerProcess, images
 
 
 def sample(server: RunningServer, count: int, start: int, seed: int = 5) -> np.ndarray:
@@ -182,38 +180,12 @@ def test_metrics_count_requests_images_and_latency(make_server: Callable) -> Non
     assert re.search(r'ganserve_batch_size_bucket\{le="8.0",model="mnist-dcgan:1"\} 2.0', text)
 
 
-SERVE = [
-    sys.executable,
-    "-m",
-    "server",
-    "--model-repository",
-    str(MODELS),
-    "--port",
-    "0",
-    "--metrics-port",
-    "-1",
-    "--intra-op-threads",
-    "1",
-    "--grace-seconds",
-    "60",  # generous: CI machines are shared; the stream below takes about a second alone
-]
-
-
 def test_sigterm_lets_in_flight_calls_finish_and_refuses_new_ones() -> None:
-    process = subprocess.Popen(
-        SERVE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    try:
-        line = ""
-        deadline = time.monotonic() + 120
-        while "gRPC on" not in line and time.monotonic() < deadline:
-            line = process.stdout.readline() if process.stdout else ""
-        port = int(re.search(r":(\d+),", line).group(1))  # type: ignore[union-attr]
-        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    # a generous grace period: CI machines are shared; the stream takes about a second alone
+    flags = ("--intra-op-threads", "1", "--grace-seconds", "60")
+    with ServerProcess(*flags, env={**os.environ, "OMP_NUM_THREADS": "1"}) as server:
+        process = server.process
+        channel = grpc.insecure_channel(server.address)
         stub = __import__("ganserve.v1.ganserve_pb2_grpc", fromlist=["x"]).GeneratorStub(channel)
         received: list[int] = []
         errors: list[Exception] = []
@@ -240,7 +212,3 @@ def test_sigterm_lets_in_flight_calls_finish_and_refuses_new_ones() -> None:
         assert not errors and sum(received) == 2000  # the in-flight stream finished
         assert process.wait(90) == 0
         channel.close()
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()

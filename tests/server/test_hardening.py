@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
-import re
 import struct
-import subprocess
-import sys
 import threading
 import time
 import zlib
@@ -23,7 +20,7 @@ from PIL import Image
 from ganserve.tensor import to_tensor
 from ganserve.v1 import ganserve_pb2 as pb
 from ganserve.v1 import ganserve_pb2_grpc as pb_grpc
-from tests.servers import CGAN, DCGAN, MODELS, PIX2PIX, RunningServer, images
+from tests.servers import CGAN, DCGAN, PIX2PIX, RunningServer, ServerProcess, images
 
 
 def zero_png(width: int, height: int) -> bytes:
@@ -155,17 +152,10 @@ def rss_mb(pid: int) -> float:
 
 def test_memory_comes_back_after_the_largest_translations() -> None:
     side = 2048  # the largest call this server allows: 1 x 2048 x 2048
-    argv = [
-        *(sys.executable, "-m", "server", "--model-repository", str(MODELS), "--port", "0"),
-        *("--metrics-port", "-1", "--max-translation-pixels", str(side * side)),
-        *("--log-level", "WARNING", "--grace-seconds", "5"),
-    ]
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
-    try:
-        line = process.stdout.readline() if process.stdout else ""
-        port = int(re.search(r":(\d+),", line).group(1))  # type: ignore[union-attr]
+    with ServerProcess("--max-translation-pixels", str(side * side)) as server:
+        process = server.process
         options = [(f"grpc.max_{d}_message_length", 64 << 20) for d in ("send", "receive")]
-        with grpc.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
+        with grpc.insecure_channel(server.address, options=options) as channel:
             stub = pb_grpc.GeneratorStub(channel)
 
             def translate(size: int) -> None:
@@ -180,9 +170,6 @@ def test_memory_comes_back_after_the_largest_translations() -> None:
             time.sleep(0.5)
             after = rss_mb(process.pid)
         assert after < 1.2 * before, f"RSS {before:.0f} MB before, {after:.0f} MB after"
-    finally:
-        process.terminate()
-        process.wait(30)
 
 
 def test_a_huge_label_list_does_not_stall_other_calls(make_server: Callable) -> None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -18,7 +16,7 @@ from ganserve.v1 import ganserve_pb2 as pb
 from ganserve.v1 import ganserve_pb2_grpc as pb_grpc
 from server.config import ServerConfig, parse
 from server.workers import worker_command
-from tests.servers import DCGAN, MODELS, images
+from tests.servers import DCGAN, ServerProcess, images
 
 
 def test_a_worker_gets_exactly_the_supervisors_settings() -> None:
@@ -43,16 +41,10 @@ def children(pid: int) -> list[int]:
 
 
 def test_two_workers_share_the_port_and_the_metrics_and_drain_on_sigterm() -> None:
-    argv = [
-        *(sys.executable, "-m", "server", "--model-repository", str(MODELS)),
-        *("--port", "0", "--metrics-port", "0", "--workers", "2", "--instances", "1"),
-        *("--intra-op-threads", "1", "--log-level", "WARNING", "--grace-seconds", "5"),
-    ]
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
-    try:
-        line = process.stdout.readline() if process.stdout else ""
+    flags = ("--metrics-port", "0", "--workers", "2", "--instances", "1", "--intra-op-threads", "1")
+    with ServerProcess(*flags, "--grace-seconds", "5") as server:
+        process, port, line = server.process, server.port, server.line
         assert "(2 workers)" in line, line
-        port = int(re.search(r":(\d+),", line).group(1))  # type: ignore[union-attr]
         metrics_port = int(re.search(r"metrics on port (\d+)", line).group(1))  # type: ignore[union-attr]
         workers = children(process.pid)
         assert len(workers) == 2
@@ -86,7 +78,3 @@ def test_two_workers_share_the_port_and_the_metrics_and_drain_on_sigterm() -> No
         while any(os.path.exists(f"/proc/{w}") for w in workers):
             assert time.monotonic() < deadline, "a worker outlived its supervisor"
             time.sleep(0.05)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
