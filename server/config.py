@@ -35,6 +35,7 @@ class ServerConfig:
     inline_run_us: float = 500.0  # batch sizes that run faster than this run on the event loop
     max_queue_size: int = 4096  # images waiting per model; beyond: RESOURCE_EXHAUSTED
     max_images_per_call: int = 4096  # unary calls; streams have no limit
+    max_pending_rpcs: int = 65536  # calls gRPC holds before the service takes them (see docs)
     max_message_bytes: int = 64 * 1024 * 1024  # gRPC send and receive limit
     max_translation_pixels: int = 16 * 1024 * 1024  # N x H x W of one translation call
     stream_chunk_size: int = 256  # images per streamed message by default
@@ -66,6 +67,7 @@ _MINIMUM = {
             "max_batch_size",
             "max_queue_size",
             "max_images_per_call",
+            "max_pending_rpcs",
             "max_message_bytes",
             "max_translation_pixels",
             "stream_chunk_size",
@@ -124,6 +126,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "inline_run_us": "batch sizes that run faster run on the event loop (0: never)",
         "max_queue_size": "images queued per model before RESOURCE_EXHAUSTED",
         "max_images_per_call": "images one unary call may ask for",
+        "max_pending_rpcs": "calls arrived but not yet taken by the service; beyond: CANCELLED",
         "max_message_bytes": "largest gRPC message, in and out",
         "max_translation_pixels": "N x H x W limit of one translation call",
         "stream_chunk_size": "images per streamed message by default",

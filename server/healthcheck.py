@@ -1,21 +1,60 @@
 """`python -m server.healthcheck [ADDRESS]`: exit 0 when the server reports SERVING, else 1.
 
-For container health checks. ADDRESS defaults to 127.0.0.1:$GANSERVE_PORT (8500).
+For container health checks. ADDRESS defaults to 127.0.0.1:$GANSERVE_PORT (8500). It reads the
+server's own environment, so the image's HEALTHCHECK works however the server was set up:
+
+- with GANSERVE_TLS_CERT set it speaks TLS, trusting GANSERVE_HEALTHCHECK_CA (default: the
+  server's certificate file itself, right for a self-signed one) and checking the name in
+  GANSERVE_HEALTHCHECK_SERVER_NAME (default `localhost`);
+- with GANSERVE_TLS_CLIENT_CA set too (mutual TLS) it presents GANSERVE_HEALTHCHECK_CERT and
+  GANSERVE_HEALTHCHECK_KEY (default: the server's own certificate and key, right when the
+  client CA signed them).
+
+The health service needs no token, so GANSERVE_AUTH_TOKEN_FILE changes nothing here.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 
-def check(address: str, service: str = "", timeout: float = 3.0) -> bool:
+def channel_for(address: str, environ: Mapping[str, str]) -> grpc.Channel:
+    """A channel to `address`: plaintext, or TLS (and a client certificate) as the server's
+    environment says it serves."""
+    cert = environ.get("GANSERVE_TLS_CERT", "")
+    if not cert:
+        return grpc.insecure_channel(address)
+    root = Path(environ.get("GANSERVE_HEALTHCHECK_CA") or cert).read_bytes()
+    key_pair: tuple[bytes | None, bytes | None] = (None, None)
+    if environ.get("GANSERVE_TLS_CLIENT_CA"):
+        own_cert = environ.get("GANSERVE_HEALTHCHECK_CERT") or cert
+        own_key = environ.get("GANSERVE_HEALTHCHECK_KEY") or environ.get("GANSERVE_TLS_KEY", "")
+        key_pair = (Path(own_key).read_bytes(), Path(own_cert).read_bytes())
+    credentials = grpc.ssl_channel_credentials(root, *key_pair)
+    name = environ.get("GANSERVE_HEALTHCHECK_SERVER_NAME") or "localhost"
+    return grpc.secure_channel(address, credentials, [("grpc.ssl_target_name_override", name)])
+
+
+def check(
+    address: str,
+    service: str = "",
+    timeout: float = 3.0,
+    environ: Mapping[str, str] | None = None,
+) -> bool:
     """True when the health service at `address` says SERVING for `service`."""
-    with grpc.insecure_channel(address) as channel:
+    environ = os.environ if environ is None else environ
+    try:
+        channel = channel_for(address, environ)
+    except OSError as exc:
+        print(f"unhealthy: cannot read a TLS file: {exc}", file=sys.stderr)
+        return False
+    with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)

@@ -4,12 +4,17 @@
 signed by that CA (mutual TLS). `--auth-token-file` names a file of accepted tokens, one per
 line (blank lines and `#` comments ignored): every call must carry `authorization: Bearer
 <token>` metadata, compared in constant time, or it ends UNAUTHENTICATED before any work.
+The file is read again when it changes (looked at once a second), so tokens rotate without a
+restart: write the new token beside the old, move clients over, then drop the old one.
 Health and reflection stay open, so load balancers' probes and `grpcurl list` work.
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
+import os
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +25,7 @@ from server.config import ServerConfig
 from server.metrics import Metrics
 
 OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+log = logging.getLogger("ganserve.security")
 
 
 class SecurityError(ValueError):
@@ -55,11 +61,38 @@ class TokenAuth(grpc.aio.ServerInterceptor):
     """UNAUTHENTICATED for a call without an accepted bearer token (health and reflection
     excepted), counted in ganserve_requests_total under model "unknown"."""
 
-    def __init__(self, tokens: list[bytes], metrics: Metrics) -> None:
-        self._tokens = tokens
+    def __init__(self, path: str, metrics: Metrics, recheck_seconds: float = 1.0) -> None:
+        self._path = path
         self._metrics = metrics
+        self._recheck = recheck_seconds
+        self._stamp = self._file_stamp()
+        self._tokens = read_tokens(path)  # at start, an unusable file is an error
+        self._next_check = time.monotonic() + recheck_seconds
+
+    def _file_stamp(self) -> tuple[int, int, int]:
+        try:
+            st = os.stat(self._path)
+        except OSError:
+            return (0, 0, 0)
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def _reload_if_changed(self) -> None:
+        """Read the token file again if it changed; keep the old tokens if it is unusable."""
+        self._next_check = time.monotonic() + self._recheck
+        stamp = self._file_stamp()
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        try:
+            self._tokens = read_tokens(self._path)
+        except SecurityError as exc:
+            log.warning("keeping the previous tokens: %s", exc)
+            return
+        log.info("--auth-token-file changed: %d tokens accepted", len(self._tokens))
 
     def _accepted(self, metadata: Any) -> bool:
+        if time.monotonic() >= self._next_check:
+            self._reload_if_changed()
         given = next((v for k, v in metadata or () if k == "authorization"), "")
         given = given.encode() if isinstance(given, str) else given
         scheme, _, token = given.partition(b" ")

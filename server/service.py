@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from export.metadata import ModelCard
 from ganserve.latent import MIN_TRUNCATION, latents
@@ -387,7 +388,7 @@ class GeneratorService(pb_grpc.GeneratorServicer):
         self, requests: AsyncIterator[pb.TranslateRequest], context: Any
     ) -> AsyncIterator[pb.ImageBatch]:
         async for request in requests:
-            yield await self._translate(request, "TranslateStream")
+            yield await self._translate(parsed(request), "TranslateStream")
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -457,6 +458,60 @@ async def _statuses(context: grpc.aio.ServicerContext) -> AsyncIterator[_Outcome
         await context.abort(outcome.code, f"internal error: {type(exc).__name__}: {exc}")
 
 
+class Malformed:
+    """A request whose bytes did not parse as its message. gRPC answers a deserializer's
+    exception UNKNOWN; the rpc answers this one INVALID_ARGUMENT instead, and counts it."""
+
+    model = ""  # the metrics label of a request that names no model
+
+    def __init__(self, message: str, error: Exception) -> None:
+        self.message, self.error = message, error
+
+
+def parsed(request: Any) -> Any:
+    """The request, or INVALID_ARGUMENT if its bytes did not parse."""
+    if isinstance(request, Malformed):
+        raise invalid(f"the request is not a valid {request.message}: {request.error}")
+    return request
+
+
+def _lenient(parse: Callable[[bytes], Any], message: str) -> Callable[[bytes], Any]:
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except DecodeError as exc:
+            return Malformed(message, exc)
+
+    return deserialize
+
+
+class _Lenient:
+    """Stands in for a server while the generated code registers its handlers, and registers
+    them with deserializers that turn unparsable bytes into Malformed requests."""
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self.server = server
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        """The generated code registers each method twice: the registered set suffices."""
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
+        methods = pb.DESCRIPTOR.services_by_name[service.rsplit(".", 1)[1]].methods_by_name
+        lenient = {}
+        for method, handler in handlers.items():
+            parse = _lenient(handler.request_deserializer, methods[method].input_type.name)
+            lenient[method] = handler._replace(request_deserializer=parse)
+        self.server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(service, lenient),)
+        )
+        self.server.add_registered_method_handlers(service, lenient)
+
+
+def add_to_server(service: GeneratorService, server: grpc.aio.Server) -> None:
+    """Register the instrumented service: malformed request bytes are INVALID_ARGUMENT."""
+    pb_grpc.add_GeneratorServicer_to_server(instrumented(service), _Lenient(server))
+
+
 def instrumented(service: GeneratorService) -> GeneratorService:
     """Wrap every rpc: status codes from Abort, and the request metrics for each call."""
     metrics = service.metrics
@@ -475,7 +530,7 @@ def instrumented(service: GeneratorService) -> GeneratorService:
             started, outcome = time.perf_counter(), _Outcome()
             try:
                 async with _statuses(context) as outcome:
-                    return await fn(request, context)
+                    return await fn(parsed(request), context)
             finally:
                 record(model_label(request), method, outcome, started)
 
@@ -488,7 +543,7 @@ def instrumented(service: GeneratorService) -> GeneratorService:
             label = "unknown" if client_stream else model_label(request)
             try:
                 async with _statuses(context) as outcome:
-                    async for reply in fn(request, context):
+                    async for reply in fn(request if client_stream else parsed(request), context):
                         label = reply.model
                         yield reply
             finally:

@@ -1,6 +1,7 @@
 """Random requests for every rpc, built from the proto's own descriptors, against a real server:
 whatever the fields hold, the answer is OK or a named client error, never INTERNAL or UNKNOWN.
-`bench/fuzz.py` runs the same strategies for as many cases as asked.
+Mutated ones too: a valid message's bytes with bytes flipped, inserted, cut or appended, sent
+as they are. `bench/fuzz.py` runs the same strategies for as many cases as asked.
 """
 
 from __future__ import annotations
@@ -87,9 +88,14 @@ def message(descriptor: Descriptor, depth: int = 0, method: str = "") -> st.Sear
 
 
 def call(server: RunningServer, method: str, request: Any) -> grpc.StatusCode:
-    """Make one call (streams: read two replies, then cancel); its status code."""
+    """Make one call (streams: read two replies, then cancel); its status code. `request` is a
+    message, or bytes sent as they are."""
     rpc = SERVICE.methods_by_name[method]
     stub_method = getattr(server.stub, method)
+    if isinstance(request, bytes):
+        kind = ("stream" if rpc.client_streaming else "unary") + "_"
+        kind += "stream" if rpc.server_streaming else "unary"
+        stub_method = getattr(server.channel, kind)(f"/{SERVICE.full_name}/{method}")
     try:
         if rpc.client_streaming:
             replies = stub_method(iter([request, request]), timeout=20)
@@ -112,6 +118,32 @@ REQUESTS = st.sampled_from(list(SERVICE.methods_by_name)).flatmap(
 )
 
 
+def _mutated(data: bytes, edits: list[tuple[int, int, int]]) -> bytes:
+    """`data` after each edit (where, what, byte): flip a byte, insert one, cut the rest, or
+    append one."""
+    out = bytearray(data)
+    for where, what, byte in edits:
+        at = where % (len(out) + 1)
+        if what == 0 and at < len(out):
+            out[at] ^= byte or 0x80
+        elif what == 1:
+            out.insert(at, byte)
+        elif what == 2:
+            del out[at:]
+        else:
+            out.append(byte)
+    return bytes(out)
+
+
+EDITS = st.lists(st.tuples(st.integers(0, 2**16), st.integers(0, 3), st.integers(0, 255)),
+                 min_size=1, max_size=4)  # fmt: skip
+MUTATED = REQUESTS.flatmap(
+    lambda case: st.tuples(
+        st.just(case[0]), EDITS.map(lambda edits: _mutated(case[1].SerializeToString(), edits))
+    )
+)
+
+
 @settings(
     max_examples=300,
     deadline=None,
@@ -123,3 +155,18 @@ def test_no_request_gets_an_internal_error(server: RunningServer, case: tuple[st
     method, request = case
     code = call(server, method, request)
     assert code not in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN), (method, request)
+
+
+@settings(
+    max_examples=200,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(MUTATED)
+def test_no_mutated_bytes_get_an_internal_error(
+    server: RunningServer, case: tuple[str, bytes]
+) -> None:
+    method, data = case
+    code = call(server, method, data)
+    assert code not in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN), (method, data)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import io
 import logging
 import struct
@@ -205,3 +207,41 @@ def test_a_huge_label_list_does_not_stall_other_calls(make_server: Callable) -> 
     parse = time.perf_counter() - t
     limit = 1.5 * parse + 0.15
     assert worst < limit, f"a one-image call waited {worst:.2f} s (one parse: {parse:.2f} s)"
+
+
+def test_a_burst_of_calls_is_answered_or_refused_and_counted_never_cancelled(
+    make_server: Callable,
+) -> None:
+    """3,000 calls at once on one channel: each is answered or refused RESOURCE_EXHAUSTED by
+    the queue, and counted. gRPC core used to cancel those past its pending-call backlog
+    (1,000) at random, absent from the metrics."""
+    server = make_server(max_queue_size=256)
+
+    async def burst() -> collections.Counter[str]:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            stub = pb_grpc.GeneratorStub(channel)
+
+            async def one(i: int) -> str:
+                try:
+                    await stub.Sample(pb.SampleRequest(model=DCGAN, count=1, seed=i), timeout=60)
+                except grpc.RpcError as exc:
+                    return exc.code().name
+                return "OK"
+
+            return collections.Counter(await asyncio.gather(*(one(i) for i in range(3000))))
+
+    codes = asyncio.run(burst())
+    assert set(codes) <= {"OK", "RESOURCE_EXHAUSTED"}, codes
+    for code, n in codes.items():
+        wait_for_metric(server, n, model=DCGAN, method="Sample", code=code)
+
+
+def test_bytes_that_are_not_a_message_are_invalid_argument_and_counted(
+    server: RunningServer,
+) -> None:
+    labels = {"model": "unknown", "method": "Sample", "code": "INVALID_ARGUMENT"}
+    before = server.metric("ganserve_requests_total", **labels)
+    sample = server.channel.unary_unary("/ganserve.v1.Generator/Sample")
+    code, details = code_and_details(lambda: sample(b"\x0a\xff\xff\xff", timeout=10))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "not a valid SampleRequest" in details
+    wait_for_metric(server, before + 1, **labels)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import ganserve
 from ganserve.cli import main
+from server import healthcheck
 from server.config import ServerConfig, ServerConfigError
 from tests.servers import CGAN, DCGAN
 
@@ -108,6 +110,22 @@ def test_mutual_tls_refuses_a_client_without_a_certificate(
         assert len(client.sample(DCGAN, 2)) == 2
 
 
+def test_the_healthcheck_speaks_tls_and_mutual_tls_from_the_servers_environment(
+    make_server: Callable, pki: dict[str, Path]
+) -> None:
+    env = {
+        "GANSERVE_TLS_CERT": str(pki["server.crt"]),
+        "GANSERVE_TLS_KEY": str(pki["server.key"]),
+        "GANSERVE_HEALTHCHECK_CA": str(pki["ca"]),
+    }
+    tls = make_server(**tls_flags(pki))
+    assert healthcheck.check(tls.address, environ=env)
+    assert not healthcheck.check(tls.address, environ={})  # plaintext to a TLS port
+    mutual = make_server(**tls_flags(pki), tls_client_ca=str(pki["ca"]))
+    assert not healthcheck.check(mutual.address, environ=env)  # no client certificate
+    assert healthcheck.check(mutual.address, environ={**env, "GANSERVE_TLS_CLIENT_CA": "ca"})
+
+
 def test_tokens_are_required_everywhere_but_health(make_server: Callable, tmp_path: Path) -> None:
     tokens = tmp_path / "tokens"
     tokens.write_text("# one per line\nfirst-token\n\nsecond-token\n")
@@ -129,6 +147,38 @@ def test_tokens_are_required_everywhere_but_health(make_server: Callable, tmp_pa
         "ganserve_requests_total", model="unknown", method="Sample", code="UNAUTHENTICATED"
     )
     assert refused == 3
+
+
+def _accepted(address: str, token: str) -> bool:
+    with ganserve.Client(address, token=token, retry=NO_RETRY) as client:
+        try:
+            client.sample(DCGAN, 1)
+        except ganserve.Unauthenticated:
+            return False
+    return True
+
+
+def _until(condition: Callable[[], bool], seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the token file's change was never picked up"
+        time.sleep(0.1)
+
+
+def test_tokens_rotate_without_a_restart(make_server: Callable, tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("old-token\n")
+    server = make_server(auth_token_file=str(tokens))
+    assert _accepted(server.address, "old-token") and not _accepted(server.address, "new-token")
+    (tmp_path / "next").write_text("old-token\nnew-token\n")
+    (tmp_path / "next").replace(tokens)  # how secret mounts change: a new file, renamed
+    _until(lambda: _accepted(server.address, "new-token"))
+    assert _accepted(server.address, "old-token")
+    tokens.write_text("new-token\n")
+    _until(lambda: not _accepted(server.address, "old-token"))
+    tokens.write_text("")  # an unusable file keeps the tokens that were accepted
+    time.sleep(1.5)
+    assert _accepted(server.address, "new-token")
 
 
 def test_bulk_commands_take_the_ca_and_the_token(
