@@ -29,7 +29,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 
@@ -51,6 +51,7 @@ class _Piece:
     loaded: bool  # every instance was busy when it arrived: its batch may wait to fill
     values: int  # input values (the largest input's), for the batch's memory budget
     enqueued: float = field(default_factory=time.perf_counter)
+    counted: bool = True  # in the queue's image count (until it runs or is dropped)
 
 
 def _settle(future: asyncio.Future[np.ndarray], output: Any, error: BaseException | None) -> None:
@@ -60,6 +61,11 @@ def _settle(future: asyncio.Future[np.ndarray], output: Any, error: BaseExceptio
         future.set_exception(error)
     else:
         future.set_result(output)
+
+
+Queued: TypeAlias = (
+    "list[_Piece] | np.ndarray"  # what enqueue took: queued pieces, or the output itself
+)
 
 
 class _Instance:
@@ -139,6 +145,7 @@ class Batcher:
         # a session with every core's threads, for a batch that runs while no other does
         self._solo = _Instance(f"run-{name}-solo", solo) if solo is not None else None
         self._running = 0  # batches in ONNX Runtime right now
+        self.runs = 0  # batches run so far (the idle heap trim looks for new ones)
         self.max_batch_size = max_batch_size
         self.max_queue_delay_s = max_queue_delay_s
         self.max_queue_size = max_queue_size
@@ -160,6 +167,11 @@ class Batcher:
         self._busy = 0  # workers holding a batch (filling or running)
         self._fillers: list[asyncio.Future[None]] = []  # filling batches waiting for arrivals
         self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def idle(self) -> bool:
+        """Nothing running, nothing queued."""
+        return not self._running and not self._queued_images
 
     @property
     def instances(self) -> int:
@@ -186,10 +198,19 @@ class Batcher:
         if self._solo is not None:
             self._solo.close()
 
+    def has_room(self, images: int) -> bool:
+        """Whether the queue would take `images` more now."""
+        return self._queued_images + images <= self.max_queue_size
+
     async def submit(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """Run `feeds` (arrays with one batch axis) and return the output, in order."""
+        return await self.collect(self.enqueue(feeds))
+
+    def enqueue(self, feeds: dict[str, np.ndarray]) -> Queued:
+        """Queue `feeds` now (QueueFull if there is no room), or run them at once when that is
+        cheap; `collect` waits for the output. Work that is never collected must be dropped."""
         n = len(next(iter(feeds.values())))
-        if self._queued_images + n > self.max_queue_size:
+        if not self.has_room(n):
             raise QueueFull(
                 f"model {self.name}: {self._queued_images} images queued, room for "
                 f"{self.max_queue_size - self._queued_images}; retry later"
@@ -214,15 +235,36 @@ class Batcher:
         self._queued_images += n
         self._depth.set(self._queued_images)
         self._wake(len(pieces))
+        return pieces
+
+    async def collect(self, queued: Queued) -> np.ndarray:
+        """The output of work `enqueue` took; if this is cancelled or fails, what has not run
+        yet is dropped."""
+        if isinstance(queued, np.ndarray):
+            return queued
         try:
-            if len(pieces) == 1:
-                return await pieces[0].future
-            outputs = await asyncio.gather(*(p.future for p in pieces))
+            if len(queued) == 1:
+                return await queued[0].future
+            outputs = await asyncio.gather(*(p.future for p in queued))
         except BaseException:
-            for p in pieces:  # a cancelled or failed call: drop what has not run yet
-                p.future.cancel()
+            self.drop(queued)
             raise
         return np.concatenate(outputs)
+
+    def drop(self, queued: Queued) -> None:
+        """Drop what has not run of `queued`, and give its room in the queue back at once."""
+        if isinstance(queued, np.ndarray):
+            return
+        for p in queued:
+            p.future.cancel()
+            self._uncount(p)
+        self._depth.set(self._queued_images)
+
+    def _uncount(self, piece: _Piece) -> None:
+        """Take `piece` out of the queued-image count, once."""
+        if piece.counted:
+            piece.counted = False
+            self._queued_images -= piece.size
 
     def _idle_instance(self) -> _Instance | None:
         """An instance whose worker waits for work and has not been handed any."""
@@ -241,6 +283,7 @@ class Batcher:
         before anything else can, so the instance stays free for its worker afterwards."""
         started = time.perf_counter()
         self._wait.observe(0.0)
+        self.runs += 1
         output = instance.run_now([feeds], n)
         self._compute.observe(time.perf_counter() - started)
         self._sizes.observe(n)
@@ -269,7 +312,7 @@ class Batcher:
         while self._queue:
             piece = self._queue.popleft()
             if piece.future.done():  # cancelled while queued: never runs
-                self._queued_images -= piece.size
+                self._uncount(piece)
                 continue
             if first is None:
                 first = piece
@@ -325,7 +368,8 @@ class Batcher:
                 if batch[0].loaded and self.max_queue_delay_s > 0:
                     await self._fill(batch)
                 live = [p for p in batch if not p.future.done()]
-                self._queued_images -= sum(p.size for p in batch)  # running now, or dropped
+                for piece in batch:  # running now, or dropped
+                    self._uncount(piece)
                 self._depth.set(self._queued_images)
                 if live:
                     await self._execute(instance, live)
@@ -341,6 +385,7 @@ class Batcher:
         feeds = [p.feeds for p in batch]
         instance = self._where(instance)
         self._running += 1
+        self.runs += 1
         try:
             if instance.cheap(size, self.inline_run_s):
                 output = instance.run_now(feeds, size)  # a thread hand-over would cost more

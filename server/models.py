@@ -71,6 +71,13 @@ class ModelRepository:
 
     async def load(self) -> None:
         root = self.config.model_repository
+        # Every version is known (state "loading") before the first loads, so a call that
+        # comes while the server starts hears UNAVAILABLE (retry), not NOT_FOUND.
+        for name in model_names(root):
+            for version in versions(root / name):
+                path = root / name / str(version)  # the file is resolved below
+                self.models.setdefault(name, {})[version] = ModelVersion(name, version, path)
+                self.metrics.set_model_state(name, version, "loading")
         for name in model_names(root):
             try:
                 serving = read_serving_config(root / name)
@@ -85,9 +92,8 @@ class ModelRepository:
             instances = serving.instances or self.config.instances
             threads = serving.intra_op_threads or self.config.intra_op_threads
             for version in versions(root / name):
-                mv = ModelVersion(name, version, root / name / str(version) / serving.model_file)
-                self.models.setdefault(name, {})[version] = mv
-                self.metrics.set_model_state(name, version, "loading")
+                mv = self.models[name][version]
+                mv.path = root / name / str(version) / serving.model_file
                 if error:
                     self._fail(mv, error)
                     continue
@@ -185,6 +191,9 @@ class ModelRepository:
     @property
     def any_ready(self) -> bool:
         return any(mv.state == "ready" for vs in self.models.values() for mv in vs.values())
+
+    def batchers(self) -> list[Batcher]:
+        return [mv.batcher for vs in self.models.values() for mv in vs.values() if mv.batcher]
 
     async def close(self) -> None:
         for vs in self.models.values():

@@ -22,7 +22,7 @@ from ganserve.png import encode_png
 from ganserve.tensor import from_tensor, to_tensor, to_uint8, to_unit
 from ganserve.v1 import ganserve_pb2 as pb
 from ganserve.v1 import ganserve_pb2_grpc as pb_grpc
-from server.batcher import QueueFull
+from server.batcher import Queued, QueueFull
 from server.config import ServerConfig
 from server.metrics import Metrics
 from server.models import ModelNotFound, ModelRepository, ModelUnavailable, ModelVersion, shown
@@ -301,19 +301,29 @@ class GeneratorService(pb_grpc.GeneratorServicer):
         self._check_response_size(
             card, min(chunk, total), card.height, card.width, request.encoding
         )
-        pending: deque[tuple[int, dict[str, np.ndarray], asyncio.Task[np.ndarray]]] = deque()
-        # chunks in flight: never more than the model's queue holds, or an idle server would
-        # refuse a stream's own second chunk (a chunk of 4096 with a 4096-image queue)
-        assert mv.batcher is not None
-        ahead = max(1, min(STREAM_PREFETCH, mv.batcher.max_queue_size // chunk))
+        batcher = mv.batcher
+        assert batcher is not None
+        # A chunk is queued ahead (computing while the one before is sent) only while the
+        # queue is less than half full, so computing ahead never takes the room that streams'
+        # and calls' own next work needs: under load it buys nothing, as every instance is
+        # busy. A stream is refused only when none of its chunks is in flight.
+        pending: deque[tuple[int, dict[str, np.ndarray], Queued, asyncio.Task]] = deque()
         lo = 0
         try:
             while lo < total or pending:
-                while lo < total and len(pending) < ahead:
-                    feeds = inputs(lo, min(chunk, total - lo))
-                    pending.append((lo, feeds, asyncio.ensure_future(self._run(mv, feeds))))
-                    lo += len(feeds["z"])
-                start, feeds, task = pending.popleft()
+                while lo < total and len(pending) < STREAM_PREFETCH:
+                    n = min(chunk, total - lo)
+                    if pending and not batcher.has_room(n + batcher.max_queue_size // 2):
+                        break
+                    feeds = inputs(lo, n)
+                    try:
+                        queued = batcher.enqueue(feeds)
+                    except QueueFull as exc:
+                        raise Abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)) from None
+                    task = asyncio.ensure_future(batcher.collect(queued))
+                    pending.append((lo, feeds, queued, task))
+                    lo += n
+                start, feeds, _, task = pending.popleft()
                 out = await task
                 yield await self._reply(
                     mv,
@@ -324,8 +334,9 @@ class GeneratorService(pb_grpc.GeneratorServicer):
                     feeds.get("label"),
                 )
         finally:
-            for _, _, task in pending:
+            for _, _, queued, task in pending:
                 task.cancel()
+                batcher.drop(queued)  # also if its task never started
 
     def SampleStream(self, request: pb.SampleRequest, context: Any) -> AsyncIterator[pb.ImageBatch]:
         return self._stream(request, "SampleStream")

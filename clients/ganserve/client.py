@@ -5,8 +5,9 @@
         digits.save_pngs("out/")
 
 Every call is idempotent (an image is a function of model version, seed, index and label), so
-UNAVAILABLE and RESOURCE_EXHAUSTED are retried with exponential backoff and full jitter, each
-attempt on the next address (round-robin), within the call's `timeout`. A stream that fails
+UNAVAILABLE, RESOURCE_EXHAUSTED and a CANCELLED the caller did not ask for are retried with
+exponential backoff and full jitter, each attempt on the next address (round-robin), within
+the call's `timeout`. A stream that fails
 midway resumes after the last image it delivered.
 """
 
@@ -36,7 +37,7 @@ Labels = Sequence[int] | np.ndarray
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Backoff for UNAVAILABLE and RESOURCE_EXHAUSTED: attempt k waits a random time in
+    """Backoff for UNAVAILABLE, RESOURCE_EXHAUSTED and CANCELLED: attempt k waits a random time in
     [0, min(max_backoff, initial_backoff * multiplier**k)] ("full jitter")."""
 
     max_attempts: int = 5
@@ -155,16 +156,18 @@ class Client(_Base):
         received = 0
         for attempt in itertools.count():
             stub, left = self._attempt(deadline)
+            resumed = _wire.resume(request, received)
+            call = getattr(stub, method)(resumed, timeout=left, metadata=self._metadata)
             try:
-                call = getattr(stub, method)
-                resumed = _wire.resume(request, received)
-                for reply in call(resumed, timeout=left, metadata=self._metadata):
+                for reply in call:
                     batch = _wire.images(reply)
                     received += len(batch)
                     yield batch
                 return
             except grpc.RpcError as exc:
                 time.sleep(self._wait_before_retry(exc, attempt, deadline))
+            finally:
+                call.cancel()  # a reader that stopped early: the server stops computing now
 
     # -- the API (AsyncClient mirrors it) -----------------------------------------------------
 
@@ -357,16 +360,19 @@ class AsyncClient(_Base):
         received = 0
         for attempt in itertools.count():
             stub, left = self._attempt(deadline)
+            call = getattr(stub, method)(
+                _wire.resume(request, received), timeout=left, metadata=self._metadata
+            )
             try:
-                async for reply in getattr(stub, method)(
-                    _wire.resume(request, received), timeout=left, metadata=self._metadata
-                ):
+                async for reply in call:
                     batch = _wire.images(reply)
                     received += len(batch)
                     yield batch
                 return
             except grpc.RpcError as exc:
                 await asyncio.sleep(self._wait_before_retry(exc, attempt, deadline))
+            finally:
+                call.cancel()  # a reader that stopped early: the server stops computing now
 
     async def list_models(self, *, timeout: float | None = None) -> list[ModelInfo]:
         reply = await self._call("ListModels", pb.ListModelsRequest(), timeout)

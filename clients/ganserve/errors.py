@@ -53,7 +53,7 @@ class DeadlineExceeded(GanserveError, TimeoutError):
 
 
 class Cancelled(GanserveError):
-    """The call was cancelled (CANCELLED)."""
+    """The call was cancelled (CANCELLED) by the server side, and the retries ran out."""
 
     code = grpc.StatusCode.CANCELLED
 
@@ -81,7 +81,13 @@ _BY_CODE: dict[grpc.StatusCode, type[GanserveError]] = {
         Unauthenticated,
     )
 }
-RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
+# Every ganserve rpc is idempotent, so these are retried. CANCELLED too: the SDK never cancels
+# a call it would retry (a cancelled asyncio task raises CancelledError, not an RpcError), so
+# one that ends CANCELLED was cancelled by the server side: gRPC core cancels calls it had not
+# handed to the service yet when a server shuts down (seen in bench.soak's restarts).
+RETRYABLE = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED}
+)
 
 
 def from_rpc_error(exc: grpc.RpcError) -> GanserveError:

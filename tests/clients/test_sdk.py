@@ -9,11 +9,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 import pytest
 
 import ganserve
+from bench.echo_server import Echo
 from ganserve import AsyncClient, Client
+from ganserve.v1 import ganserve_pb2_grpc as pb_grpc
 from tests.servers import CGAN, DCGAN, PIX2PIX, RunningServer
 
 PUBLIC = [
@@ -171,3 +174,46 @@ def test_calls_and_streams_survive_a_server_restart(make_server: Callable) -> No
         timer.join()
         assert np.concatenate(got).tobytes() == whole.tobytes()  # nothing lost or repeated
         assert client.sample(DCGAN, 2).pixels.shape == (2, 32, 32, 1)
+
+
+class _CancelsFirst(Echo):
+    """A real gRPC server whose side cancels the first `n` calls (as gRPC core does to calls
+    it had not handed over when a server shuts down), then answers."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__((32, 32, 1))
+        self.left = n
+        self.calls = 0
+
+    async def Sample(self, request: Any, context: Any) -> Any:
+        self.calls += 1
+        if self.left:
+            self.left -= 1
+            await context.abort(grpc.StatusCode.CANCELLED, "server shutdown")
+        return await super().Sample(request, context)
+
+
+def test_a_call_cancelled_by_the_server_side_is_retried_and_one_the_caller_cancels_is_not() -> None:
+    async def go() -> None:
+        echo = _CancelsFirst(2)
+        server = grpc.aio.server()
+        pb_grpc.add_GeneratorServicer_to_server(echo, server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        policy = ganserve.RetryPolicy(max_attempts=5, initial_backoff=0.01)
+        try:
+            async with AsyncClient(f"127.0.0.1:{port}", retry=policy, timeout=10) as client:
+                assert len(await client.sample("echo", 3)) == 3
+                assert echo.calls == 3  # two cancelled by the server, retried
+                echo.left = 10**6
+                task = asyncio.ensure_future(client.sample("echo", 1))
+                await asyncio.sleep(0)
+                task.cancel()  # the caller's own cancel ends the call: no retry
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                with pytest.raises(ganserve.Cancelled):  # retries run out: reported
+                    await client.sample("echo", 1)
+        finally:
+            await server.stop(0)
+
+    asyncio.run(go())

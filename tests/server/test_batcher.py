@@ -199,6 +199,29 @@ def test_a_cancelled_call_is_dropped_from_the_queue_without_running() -> None:
     assert instance.batches == [[0], [1]]
 
 
+def test_a_cancelled_call_gives_its_room_in_the_queue_back_at_once() -> None:
+    instance = Instance()
+
+    async def go() -> None:
+        b = batcher([instance], max_queue_size=8)
+        try:
+            running = await occupy(b, instance)
+            doomed = asyncio.ensure_future(b.submit(z(*range(8))))
+            await asyncio.sleep(0)
+            doomed.cancel()
+            await asyncio.sleep(0)
+            # its pieces still sit in the queue, dead; the room is the live calls'
+            kept = asyncio.ensure_future(b.submit(z(*range(1, 9))))
+            await asyncio.sleep(0)
+            instance.gate.set()
+            assert (await kept)[:, 0].tolist() == [2 * v for v in range(1, 9)]
+            await running
+        finally:
+            await b.close()
+
+    run(go())
+
+
 def test_a_failed_batch_fails_its_callers_and_the_batcher_serves_on() -> None:
     async def go() -> None:
         b = batcher([Instance()])

@@ -12,7 +12,9 @@ import time
 import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -22,7 +24,9 @@ from PIL import Image
 from ganserve.tensor import to_tensor
 from ganserve.v1 import ganserve_pb2 as pb
 from ganserve.v1 import ganserve_pb2_grpc as pb_grpc
-from tests.servers import CGAN, DCGAN, PIX2PIX, RunningServer, ServerProcess, images
+from server.app import GanServer
+from server.models import ModelRepository
+from tests.servers import BASE, CGAN, DCGAN, PIX2PIX, RunningServer, ServerProcess, images
 
 
 def zero_png(width: int, height: int) -> bytes:
@@ -245,3 +249,52 @@ def test_bytes_that_are_not_a_message_are_invalid_argument_and_counted(
     code, details = code_and_details(lambda: sample(b"\x0a\xff\xff\xff", timeout=10))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "not a valid SampleRequest" in details
     wait_for_metric(server, before + 1, **labels)
+
+
+def test_streams_compute_ahead_only_into_room_the_queue_has(make_server: Callable) -> None:
+    """Computing ahead takes at most half the queue, so four streams' own next chunks always
+    fit in a queue of eight chunks and none is refused (ahead chunks allowed to fill the
+    whole queue would crowd them out)."""
+    server = make_server(max_queue_size=8 * 256)
+
+    def stream(seed: int) -> int:
+        request = pb.SampleRequest(model=DCGAN, count=6000, chunk_size=256, seed=seed)
+        return sum(len(images(c)) for c in server.stub.SampleStream(request, timeout=120))
+
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(stream, range(4))) == [6000] * 4
+
+
+def test_a_call_while_the_models_load_is_unavailable_not_not_found(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A restarted replica takes calls while it loads; those must be retried (UNAVAILABLE),
+    not reported as unknown models (NOT_FOUND, which the SDK rightly does not retry)."""
+    gate = threading.Event()
+    load = ModelRepository._load_version
+
+    def held(self: ModelRepository, *args: Any) -> None:
+        gate.wait(60)
+        load(self, *args)
+
+    monkeypatch.setattr(ModelRepository, "_load_version", held)
+
+    async def go() -> grpc.StatusCode:
+        server = GanServer(replace(BASE, metrics_port=-1))
+        starting = asyncio.ensure_future(server.start())
+        try:
+            while not server.repo.models:  # listening, the first model loading
+                await asyncio.sleep(0.01)
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+                stub = pb_grpc.GeneratorStub(channel)
+                try:
+                    await stub.Sample(pb.SampleRequest(model=DCGAN, count=1), timeout=10)
+                except grpc.aio.AioRpcError as exc:
+                    return exc.code()
+                return grpc.StatusCode.OK
+        finally:
+            gate.set()
+            await starting
+            await server.stop(0)
+
+    assert asyncio.run(go()) == grpc.StatusCode.UNAVAILABLE
