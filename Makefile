@@ -40,10 +40,11 @@ format: $(VENV)/.dev-installed
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-## protos: regenerate the gRPC code in clients/ganserve/v1 from protos/ (never edit it by hand)
+## protos: regenerate the gRPC code in clients/ganserve/{v1,oip} from protos/ (never edit it)
 protos: $(VENV)/.dev-installed
 	$(BIN)/python -m grpc_tools.protoc -I protos --python_out=clients --pyi_out=clients \
-		--grpc_python_out=clients protos/ganserve/v1/ganserve.proto
+		--grpc_python_out=clients protos/ganserve/v1/ganserve.proto \
+		protos/ganserve/oip/grpc_service.proto
 
 ## models: rebuild the shipped generators end to end (train → evaluate → export → verify), ~50 min;
 ## replaces runs/{dcgan,cgan,pix2pix}-mnist and models/mnist-*, keeps a trained runs/classifier

@@ -32,6 +32,7 @@ from server.workers import supervise
 
 log = logging.getLogger("ganserve.server")
 SERVICE_NAME = ganserve_pb2.DESCRIPTOR.services_by_name["Generator"].full_name
+OIP_SERVICE_NAME = "inference.GRPCInferenceService"  # the Open Inference Protocol (server.oip)
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 IDLE_TRIM_SECONDS = 1.0  # how often an idle server gives freed heap back
@@ -90,7 +91,7 @@ class GanServer:
             self.metrics_port = self.metrics.serve(self.config.host, self.config.metrics_port)
         add_to_server(self.service, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
-        names = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
+        names = (SERVICE_NAME, OIP_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, self._server)
         address = f"{self.config.host}:{self.config.port}"
         if self._credentials is not None:

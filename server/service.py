@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 import numpy as np
+from google.protobuf.descriptor import FileDescriptor, ServiceDescriptor
 from google.protobuf.message import DecodeError
 
 from export.metadata import ModelCard
@@ -88,7 +89,8 @@ class GeneratorService(pb_grpc.GeneratorServicer):
             raise Abort(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
         assert mv.card is not None
         wanted = _RPC_OF_KIND[mv.card.kind]
-        if method.removesuffix("Stream") != wanted:
+        # ModelInfer (server.oip) asks for whichever rpc the model's kind offers
+        if method != "ModelInfer" and method.removesuffix("Stream") != wanted:
             raise Abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"model: {name!r} is {mv.card.kind}; call {wanted}, not {method}",
@@ -166,7 +168,7 @@ class GeneratorService(pb_grpc.GeneratorServicer):
             values = request.labels.values
             if len(values) > OFF_LOOP_LABELS:  # millions of labels take seconds to convert
                 loop = asyncio.get_running_loop()
-                values = await loop.run_in_executor(self.cpu_pool, _int64_array, values)
+                values = await loop.run_in_executor(self.cpu_pool, _labels_array, request.labels)
             else:
                 values = _int64_array(values)
             if len(values) != count:
@@ -416,6 +418,28 @@ def png_size(data: bytes, field: str) -> tuple[int, int]:
     return width, height
 
 
+def _labels_array(labels: pb.LabelList) -> np.ndarray:
+    """A long label list as int64, decoded from its wire bytes with numpy. Converting the
+    repeated field itself goes element by element holding the GIL (1.1 s for 20M labels on
+    protobuf 6), which stalls the event loop even from a worker thread; numpy's loops let go
+    of the GIL."""
+    data = np.frombuffer(labels.SerializeToString(), np.uint8)
+    if not len(data):
+        return np.zeros(0, np.int64)
+    start = 1  # after the tag of field 1 (packed), then the payload's length as a varint
+    while data[start] & 0x80:
+        start += 1
+    data = data[start + 1 :]
+    ends = np.flatnonzero(data < 0x80)  # the last byte of each varint
+    if len(ends) == len(data):  # every label below 128: one byte each
+        return data.astype(np.int64)
+    starts = np.empty_like(ends)
+    starts[0], starts[1:] = 0, ends[:-1] + 1
+    place = np.arange(len(data)) - np.repeat(starts, ends - starts + 1)
+    parts = (data & 0x7F).astype(np.uint64) << (7 * place).astype(np.uint64)
+    return np.bitwise_or.reduceat(parts, starts).view(np.int64)
+
+
 def _int64_array(values: Any) -> np.ndarray:
     return np.asarray(values, np.int64)
 
@@ -500,14 +524,15 @@ class _Lenient:
     """Stands in for a server while the generated code registers its handlers, and registers
     them with deserializers that turn unparsable bytes into Malformed requests."""
 
-    def __init__(self, server: grpc.aio.Server) -> None:
+    def __init__(self, server: grpc.aio.Server, file: FileDescriptor) -> None:
         self.server = server
+        self.file = file
 
     def add_generic_rpc_handlers(self, handlers: Any) -> None:
         """The generated code registers each method twice: the registered set suffices."""
 
     def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
-        methods = pb.DESCRIPTOR.services_by_name[service.rsplit(".", 1)[1]].methods_by_name
+        methods = self.file.services_by_name[service.rsplit(".", 1)[1]].methods_by_name
         lenient = {}
         for method, handler in handlers.items():
             parse = _lenient(handler.request_deserializer, methods[method].input_type.name)
@@ -519,16 +544,40 @@ class _Lenient:
 
 
 def add_to_server(service: GeneratorService, server: grpc.aio.Server) -> None:
-    """Register the instrumented service: malformed request bytes are INVALID_ARGUMENT."""
-    pb_grpc.add_GeneratorServicer_to_server(instrumented(service), _Lenient(server))
+    """Register ganserve.v1 and the Open Inference Protocol over one GeneratorService, each rpc
+    instrumented (status codes, request metrics); malformed request bytes are INVALID_ARGUMENT."""
+    from ganserve.oip import grpc_service_pb2, grpc_service_pb2_grpc
+    from server.oip import InferenceService
+
+    v1 = pb.DESCRIPTOR.services_by_name["Generator"]
+    pb_grpc.add_GeneratorServicer_to_server(
+        instrumented(service, service, v1), _Lenient(server, pb.DESCRIPTOR)
+    )
+    oip = grpc_service_pb2.DESCRIPTOR
+    grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+        instrumented(
+            InferenceService(service), service, oip.services_by_name["GRPCInferenceService"]
+        ),
+        _Lenient(server, oip),
+    )
 
 
-def instrumented(service: GeneratorService) -> GeneratorService:
-    """Wrap every rpc: status codes from Abort, and the request metrics for each call."""
+def _model_of(request: Any) -> str:
+    """The model a request names: `model` (ganserve.v1), `model_name` or `name` (OIP)."""
+    for field in ("model", "model_name", "name"):
+        name = getattr(request, field, None)
+        if isinstance(name, str):
+            return name
+    return ""
+
+
+def instrumented(servicer: Any, service: GeneratorService, rpcs: ServiceDescriptor) -> Any:
+    """Wrap every rpc of `rpcs` on `servicer`: status codes from Abort, and the request metrics
+    for each call (labelled with the model, if the server has it)."""
     metrics = service.metrics
 
     def model_label(request: Any) -> str:
-        name = getattr(request, "model", "")
+        name = _model_of(request)
         return name if name in service.repo.models else "unknown"
 
     def record(model: str, method: str, outcome: _Outcome, started: float) -> None:
@@ -562,9 +611,10 @@ def instrumented(service: GeneratorService) -> GeneratorService:
 
         return handler
 
-    for method in ("ListModels", "DescribeModel", "Sample", "Generate", "Translate"):
-        setattr(service, method, unary(method, getattr(service, method)))
-    for method in ("SampleStream", "GenerateStream", "TranslateStream"):
-        wrapped = streaming(method, getattr(service, method), method == "TranslateStream")
-        setattr(service, method, wrapped)
-    return service
+    for rpc in rpcs.methods:
+        fn = getattr(servicer, rpc.name)
+        if rpc.server_streaming:
+            setattr(servicer, rpc.name, streaming(rpc.name, fn, rpc.client_streaming))
+        else:
+            setattr(servicer, rpc.name, unary(rpc.name, fn))
+    return servicer

@@ -1,16 +1,24 @@
-"""The SDK installs alone: grpcio, protobuf and numpy, and nothing heavy."""
+"""The SDK installs alone: grpcio, protobuf and numpy, and nothing heavy; and it works on the
+oldest protobuf its generated code allows (6.30) and on the newest (7)."""
 
+import hashlib
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from ganserve.v1 import ganserve_pb2 as pb
+from tests.servers import DCGAN, RunningServer, images
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.timeout(600)
-def test_sdk_installs_and_imports_without_torch_or_onnxruntime(tmp_path: Path) -> None:
+@pytest.mark.parametrize("protobuf", ["protobuf==6.30.0", "protobuf>=7"])
+def test_sdk_installs_alone_and_calls_a_server(
+    tmp_path: Path, protobuf: str, server: RunningServer
+) -> None:
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
@@ -18,7 +26,9 @@ def test_sdk_installs_and_imports_without_torch_or_onnxruntime(tmp_path: Path) -
     source = tmp_path / "clients"
     subprocess.run(["cp", "-r", str(ROOT / "clients"), str(source)], check=True)
     subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", str(source)], check=True, capture_output=True
+        [str(python), "-m", "pip", "install", "-q", str(source), protobuf],
+        check=True,
+        capture_output=True,
     )
     listed = subprocess.run(
         [str(python), "-m", "pip", "list", "--format=freeze"],
@@ -37,3 +47,15 @@ def test_sdk_installs_and_imports_without_torch_or_onnxruntime(tmp_path: Path) -
         [str(python), "-c", check], check=True, capture_output=True, text=True, cwd=tmp_path
     )
     assert out.stdout.strip() == "0.1.0"
+    call = (
+        "import hashlib, ganserve, google.protobuf as p; "
+        f"c = ganserve.Client({server.address!r}); x = c.sample('mnist-dcgan', 4, seed=3); "
+        "print(p.__version__, hashlib.sha256(x.pixels).hexdigest())"
+    )
+    out = subprocess.run(
+        [str(python), "-c", call], check=True, capture_output=True, text=True, cwd=tmp_path
+    )
+    version, digest = out.stdout.split()
+    assert version.startswith("6.30." if "6.30" in protobuf else "7.")
+    want = images(server.stub.Sample(pb.SampleRequest(model=DCGAN, count=4, seed=3)))
+    assert digest == hashlib.sha256(want).hexdigest()

@@ -26,6 +26,7 @@ from ganserve.v1 import ganserve_pb2 as pb
 from ganserve.v1 import ganserve_pb2_grpc as pb_grpc
 from server.app import GanServer
 from server.models import ModelRepository
+from server.service import _labels_array
 from tests.servers import BASE, CGAN, DCGAN, PIX2PIX, RunningServer, ServerProcess, images
 
 
@@ -298,3 +299,11 @@ def test_a_call_while_the_models_load_is_unavailable_not_not_found(
             await server.stop(0)
 
     assert asyncio.run(go()) == grpc.StatusCode.UNAVAILABLE
+
+
+@pytest.mark.parametrize(
+    "values",
+    [[], [3] * 100, [0, 1, 127, 128, 300, -1, 2**62, -(2**63), 9], list(range(-1000, 99999, 7))],
+)
+def test_long_label_lists_decode_to_their_values(values: list[int]) -> None:
+    assert _labels_array(pb.LabelList(values=values)).tolist() == values

@@ -179,7 +179,7 @@ class GenerateRequest(_message.Message):
     labels: LabelList
     label: int
     balanced: bool
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., count: _Optional[int] = ..., seed: _Optional[int] = ..., start_index: _Optional[int] = ..., latents: _Optional[_Union[Tensor, _Mapping]] = ..., truncation: _Optional[float] = ..., encoding: _Optional[_Union[Encoding, str]] = ..., chunk_size: _Optional[int] = ..., labels: _Optional[_Union[LabelList, _Mapping]] = ..., label: _Optional[int] = ..., balanced: _Optional[bool] = ...) -> None: ...
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., count: _Optional[int] = ..., seed: _Optional[int] = ..., start_index: _Optional[int] = ..., latents: _Optional[_Union[Tensor, _Mapping]] = ..., truncation: _Optional[float] = ..., encoding: _Optional[_Union[Encoding, str]] = ..., chunk_size: _Optional[int] = ..., labels: _Optional[_Union[LabelList, _Mapping]] = ..., label: _Optional[int] = ..., balanced: bool = ...) -> None: ...
 
 class TranslateRequest(_message.Message):
     __slots__ = ("model", "version", "images", "png", "encoding")

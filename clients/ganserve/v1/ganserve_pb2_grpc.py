@@ -5,7 +5,7 @@ import warnings
 
 from ganserve.v1 import ganserve_pb2 as ganserve_dot_v1_dot_ganserve__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.72.2'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -18,14 +18,14 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in ganserve/v1/ganserve_pb2_grpc.py depends on'
+        + f' but the generated code in ganserve/v1/ganserve_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
 
 
-class GeneratorStub:
+class GeneratorStub(object):
     """The generation service. Every rpc is idempotent: retrying one gives the same images.
     """
 
@@ -77,7 +77,7 @@ class GeneratorStub:
                 _registered_method=True)
 
 
-class GeneratorServicer:
+class GeneratorServicer(object):
     """The generation service. Every rpc is idempotent: retrying one gives the same images.
     """
 
@@ -188,7 +188,7 @@ def add_GeneratorServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class Generator:
+class Generator(object):
     """The generation service. Every rpc is idempotent: retrying one gives the same images.
     """
 

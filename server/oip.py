@@ -1,0 +1,242 @@
+"""The Open Inference Protocol (KServe v2, `inference.GRPCInferenceService`) on ganserve's port.
+
+One implementation serves both protocols: ModelInfer turns its request into the ganserve.v1
+request it means (SampleRequest, GenerateRequest or TranslateRequest) and runs it through the
+same GeneratorService path: the same validation, limits, batcher, determinism and metrics
+(method label "ModelInfer"). What is left here is the translation of tensors and parameters.
+
+- inputs by name, as `raw_input_contents` or typed `contents`: `z` FP32 [N, nz], `label`
+  INT64 [N] (conditional models), `image` UINT8 [N, H, W, C] (translation models);
+- request parameters `seed`, `start_index`, `count`: a generator asked without `z` makes image
+  i of seed s from the same latent as ganserve.v1 does, so the bytes agree across protocols;
+- the one output, `image_out` UINT8 [N, H, W, C], as `raw_output_contents`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+import numpy as np
+
+from export.metadata import ModelCard
+from ganserve.oip import grpc_service_pb2 as oip
+from ganserve.v1 import ganserve_pb2 as pb
+from server.models import ModelNotFound, ModelUnavailable, ModelVersion, shown
+from server.service import Abort, GeneratorService, invalid
+
+SERVER_NAME = "ganserve"
+SERVER_VERSION = "0.1.0"
+OUTPUT = "image_out"
+# OIP datatypes of the inputs ganserve models take, and their numpy types
+DATATYPES = {"FP32": np.float32, "INT64": np.int64, "UINT8": np.uint8}
+DATATYPE_OF = {"float32": "FP32", "int64": "INT64", "uint8": "UINT8"}
+# which typed `contents` field carries each datatype
+CONTENTS = {"FP32": "fp32_contents", "INT64": "int64_contents", "UINT8": "uint_contents"}
+STATE = {"ready": "READY", "loading": "LOADING", "failed": "UNAVAILABLE"}
+
+
+def _version(text: str, field: str) -> int:
+    """OIP versions are strings: "" for the latest, else a positive number."""
+    if not text:
+        return 0
+    if not text.isdigit() or int(text) < 1:
+        raise invalid(f"{field}: {text!r}; a version number, or empty for the latest")
+    return int(text)
+
+
+def _parameter(request: oip.ModelInferRequest, name: str) -> int | None:
+    """An integer request parameter, or None when absent."""
+    if name not in request.parameters:
+        return None
+    value = request.parameters[name]
+    which = value.WhichOneof("parameter_choice")
+    if which in ("int64_param", "uint64_param"):
+        return int(getattr(value, which))
+    if which == "string_param" and value.string_param.isdigit():
+        return int(value.string_param)
+    raise invalid(f"parameters[{name!r}]: {which or 'empty'}; an integer")
+
+
+def _inputs(request: oip.ModelInferRequest) -> dict[str, np.ndarray]:
+    """The request's input tensors by name, checked against their datatype and shape."""
+    raw = list(request.raw_input_contents)
+    if raw and len(raw) != len(request.inputs):
+        raise invalid(f"raw_input_contents: {len(raw)} entries for {len(request.inputs)} inputs")
+    arrays = {}
+    for i, tensor in enumerate(request.inputs):
+        field = f"inputs[{tensor.name!r}]"
+        if tensor.datatype not in DATATYPES:
+            raise invalid(f"{field}: datatype {tensor.datatype!r}; one of {', '.join(DATATYPES)}")
+        dtype = np.dtype(DATATYPES[tensor.datatype])
+        shape = [int(d) for d in tensor.shape]
+        if not shape or any(d < 0 for d in shape):
+            raise invalid(f"{field}: shape {shape}; every dimension must be given")
+        size = int(np.prod(shape, dtype=object))
+        if raw:
+            if tensor.HasField("contents"):
+                raise invalid(f"{field}: contents and raw_input_contents both given")
+            if len(raw[i]) != size * dtype.itemsize:
+                raise invalid(
+                    f"{field}: {len(raw[i])} raw bytes for shape {shape} of {tensor.datatype} "
+                    f"(needs {size * dtype.itemsize})"
+                )
+            array = np.frombuffer(raw[i], dtype)
+        else:
+            values = getattr(tensor.contents, CONTENTS[tensor.datatype])
+            if len(values) != size:
+                raise invalid(f"{field}: {len(values)} contents for shape {shape}")
+            array = np.asarray(values, np.float64 if dtype == np.float32 else np.int64)
+            if dtype == np.uint8 and len(array) and (array.min() < 0 or array.max() > 255):
+                raise invalid(f"{field}: UINT8 contents out of 0-255")
+            array = array.astype(dtype)
+        if tensor.name in arrays:
+            raise invalid(f"{field}: given twice")
+        arrays[tensor.name] = array.reshape(shape)
+    return arrays
+
+
+def _tensor(array: np.ndarray) -> pb.Tensor:
+    return pb.Tensor(dtype=array.dtype.name, shape=list(array.shape), data=array.tobytes())
+
+
+class InferenceService:
+    """`inference.GRPCInferenceService` over a GeneratorService (registered with its metrics and
+    error mapping by `server.service.add_to_server`)."""
+
+    def __init__(self, service: GeneratorService) -> None:
+        self.service = service
+        self.repo = service.repo
+        self.metrics = service.metrics
+
+    async def ServerLive(self, request: oip.ServerLiveRequest, context: Any) -> Any:
+        return oip.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: oip.ServerReadyRequest, context: Any) -> Any:
+        return oip.ServerReadyResponse(ready=self.repo.any_ready and not self.service.draining)
+
+    async def ServerMetadata(self, request: oip.ServerMetadataRequest, context: Any) -> Any:
+        return oip.ServerMetadataResponse(
+            name=SERVER_NAME, version=SERVER_VERSION, extensions=["model_repository"]
+        )
+
+    def _get(self, name: str, version: str) -> ModelVersion:
+        if not name:
+            raise invalid("name: required (RepositoryIndex lists the models)")
+        try:
+            return self.repo.get(name, _version(version, "version"))
+        except ModelNotFound as exc:
+            raise Abort(grpc.StatusCode.NOT_FOUND, str(exc)) from None
+        except ModelUnavailable as exc:
+            raise Abort(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
+
+    async def ModelReady(self, request: oip.ModelReadyRequest, context: Any) -> Any:
+        try:
+            self._get(request.name, request.version)
+        except Abort as exc:
+            if exc.code == grpc.StatusCode.UNAVAILABLE:
+                return oip.ModelReadyResponse(ready=False)
+            raise
+        return oip.ModelReadyResponse(ready=True)
+
+    async def ModelMetadata(self, request: oip.ModelMetadataRequest, context: Any) -> Any:
+        mv = self._get(request.name, request.version)
+        card = mv.card
+        assert card is not None
+        ready = [v for v, m in sorted(self.repo.models[mv.name].items()) if m.state == "ready"]
+        reply = oip.ModelMetadataResponse(
+            name=mv.name, versions=[str(v) for v in ready], platform="onnxruntime_onnx"
+        )
+        for spec in card.inputs:
+            datatype = DATATYPE_OF.get(spec.dtype, spec.dtype.upper())
+            if spec.name == "image" and spec.dtype != "uint8":
+                datatype = "UINT8"  # the server converts; callers send uint8 pixels
+            shape = [-1, -1, -1, card.channels] if spec.name == "image" else spec.shape
+            reply.inputs.add(name=spec.name, datatype=datatype, shape=[-1, *shape[1:]])
+        out = [-1, -1, -1, card.channels]
+        if card.kind != "translation":
+            out = [-1, card.height, card.width, card.channels]
+        reply.outputs.add(name=OUTPUT, datatype="UINT8", shape=out)
+        return reply
+
+    def _request(self, request: oip.ModelInferRequest, card: ModelCard, version: int) -> Any:
+        """The ganserve.v1 request a ModelInfer call means."""
+        inputs = _inputs(request)
+        known = {s.name for s in card.inputs}
+        unknown = sorted(set(inputs) - known)
+        if unknown:
+            raise invalid(f"inputs: {unknown[0]!r} is not an input of this model ({sorted(known)})")
+        for out in request.outputs:
+            if out.name != OUTPUT:
+                raise invalid(f"outputs: {out.name!r}; this model's one output is {OUTPUT!r}")
+        common = {"model": request.model_name, "version": version, "encoding": pb.RAW_UINT8}
+        if card.kind == "translation":
+            if "image" not in inputs:
+                raise invalid("inputs: 'image' (UINT8 [N, H, W, C]) is required")
+            return pb.TranslateRequest(images=_tensor(inputs["image"]), **common)
+        seed, start, count = (_parameter(request, p) for p in ("seed", "start_index", "count"))
+        if seed is not None and not 0 <= seed < 2**64:
+            raise invalid(f"parameters['seed']: {seed}; 0 to 2^64 - 1")
+        if start is not None and not 0 <= start < 2**64:
+            raise invalid(f"parameters['start_index']: {start}; 0 to 2^64 - 1")
+        fields: dict[str, Any] = {"seed": seed or 0, "start_index": start or 0}
+        if "z" in inputs:
+            if seed is not None or count is not None:
+                raise invalid("inputs: give 'z', or parameters seed and count, not both")
+            fields["latents"] = _tensor(inputs["z"])
+        elif count is not None:
+            fields["count"] = count
+        elif "label" not in inputs:
+            raise invalid("inputs: 'z' (FP32 [N, nz]) or parameters seed and count are required")
+        if card.kind != "conditional":
+            return pb.SampleRequest(**fields, **common)
+        if "label" not in inputs:
+            raise invalid("inputs: 'label' (INT64 [N]) is required by a conditional model")
+        labels = inputs["label"]
+        if labels.ndim != 1:
+            raise invalid(f"inputs['label']: shape {list(labels.shape)}; must be [N]")
+        return pb.GenerateRequest(labels=pb.LabelList(values=labels.tolist()), **fields, **common)
+
+    async def ModelInfer(self, request: oip.ModelInferRequest, context: Any) -> Any:
+        mv = self._get(request.model_name, request.model_version)
+        assert mv.card is not None
+        v1 = self._request(request, mv.card, mv.version)
+        if isinstance(v1, pb.TranslateRequest):
+            batch = await self.service._translate(v1, "ModelInfer")
+        else:
+            batch = await self.service._unary(v1, "ModelInfer")
+        reply = oip.ModelInferResponse(
+            model_name=batch.model, model_version=str(batch.version), id=request.id
+        )
+        reply.outputs.add(name=OUTPUT, datatype="UINT8", shape=list(batch.images.shape))
+        reply.raw_output_contents.append(batch.images.data)
+        return reply
+
+    async def RepositoryIndex(self, request: oip.RepositoryIndexRequest, context: Any) -> Any:
+        reply = oip.RepositoryIndexResponse()
+        for name in sorted(self.repo.models):
+            for version, mv in sorted(self.repo.models[name].items()):
+                if request.ready and mv.state != "ready":
+                    continue
+                reply.models.add(
+                    name=name, version=str(version), state=STATE[mv.state], reason=mv.error
+                )
+        return reply
+
+    async def RepositoryModelLoad(
+        self, request: oip.RepositoryModelLoadRequest, context: Any
+    ) -> Any:
+        raise Abort(
+            grpc.StatusCode.UNAVAILABLE,
+            f"model {shown(request.model_name)}: loading models on request needs "
+            "--model-control explicit",
+        )
+
+    async def RepositoryModelUnload(
+        self, request: oip.RepositoryModelUnloadRequest, context: Any
+    ) -> Any:
+        raise Abort(
+            grpc.StatusCode.UNAVAILABLE,
+            f"model {shown(request.model_name)}: unloading models on request needs "
+            "--model-control explicit",
+        )

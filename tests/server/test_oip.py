@@ -1,0 +1,156 @@
+"""The Open Inference Protocol on ganserve's port: with the stock tritonclient, and bytes that
+agree with ganserve.v1 for the same seed (one implementation serves both)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+
+from ganserve.oip import grpc_service_pb2 as oip
+from ganserve.oip import grpc_service_pb2_grpc as oip_grpc
+from ganserve.v1 import ganserve_pb2 as pb
+from tests.servers import CGAN, DCGAN, PIX2PIX, RunningServer, images
+
+CALLS = Path(__file__).with_name("triton_calls.py")
+
+
+def triton(*args: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, str(CALLS), *args], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout)
+
+
+def digest(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+def test_every_message_is_laid_out_as_tritonclients() -> None:
+    """Names, numbers and types of every field we define are the specification's."""
+    theirs = triton("--descriptors")
+    ours: dict[str, list[list[Any]]] = {}
+
+    def walk(message: Any, prefix: str) -> None:
+        name = prefix + message.name
+        ours[name] = [[f.name, f.number, f.type] for f in message.fields]
+        for nested in message.nested_types:
+            walk(nested, name + ".")
+
+    for message in oip.DESCRIPTOR.message_types_by_name.values():
+        walk(message, "")
+    for name, fields in ours.items():
+        assert fields == theirs[name], name
+    rpcs = oip.DESCRIPTOR.services_by_name["GRPCInferenceService"].methods
+    assert all([m.name, m.input_type.name, m.output_type.name] in theirs["rpcs"] for m in rpcs)
+
+
+def test_tritonclient_calls_ganserve(server: RunningServer) -> None:
+    got = triton(server.address)
+    assert got["live"] and got["ready"] and got["model_ready"]
+    assert got["server"]["name"] == "ganserve"
+    assert "model_repository" in got["server"]["extensions"]
+    metadata = got["metadata"]
+    assert [i["name"] for i in metadata["inputs"]] == ["z", "label"]
+    assert metadata["outputs"][0] == {"name": "image_out", "datatype": "UINT8",
+                                      "shape": ["-1", "32", "32", "1"]}  # fmt: skip
+    names = {(m["name"], m.get("state")) for m in got["index"]["models"]}
+    assert {(DCGAN, "READY"), (CGAN, "READY"), (PIX2PIX, "READY")} <= names
+
+    z = np.random.default_rng(0).standard_normal((3, 100)).astype(np.float32)
+    request = pb.SampleRequest(model=DCGAN, latents=pb.Tensor(dtype="float32", shape=[3, 100]))
+    request.latents.data = z.tobytes()
+    assert got["z_shape"] == [3, 32, 32, 1]
+    assert got["z_digest"] == digest(images(server.stub.Sample(request)))
+    # the same bytes as ganserve.v1 for the same seed and index, whichever protocol asked
+    same = server.stub.Sample(pb.SampleRequest(model=DCGAN, seed=7, start_index=5, count=4))
+    assert got["seed_shape"] == [4, 32, 32, 1]
+    assert got["seed_digest"] == digest(images(same))
+    labels = pb.LabelList(values=[3, 1, 4, 1])
+    cgan = server.stub.Generate(pb.GenerateRequest(model=CGAN, seed=9, labels=labels))
+    assert got["cgan_digest"] == digest(images(cgan))
+    assert got["translate_shape"] == [2, 32, 32, 1]
+    assert got["errors"] == {
+        "unknown_model": "StatusCode.NOT_FOUND",
+        "bad_datatype": "StatusCode.INVALID_ARGUMENT",
+        "load": "StatusCode.UNAVAILABLE",  # only with --model-control explicit
+        "unload": "StatusCode.UNAVAILABLE",
+    }
+
+
+@pytest.fixture(scope="module")
+def stub(server: RunningServer) -> oip_grpc.GRPCInferenceServiceStub:
+    return oip_grpc.GRPCInferenceServiceStub(server.channel)
+
+
+def _infer(model: str, **parameters: int) -> oip.ModelInferRequest:
+    request = oip.ModelInferRequest(model_name=model)
+    for key, value in parameters.items():
+        request.parameters[key].int64_param = value
+    return request
+
+
+def test_typed_contents_give_the_bytes_raw_contents_give(
+    stub: oip_grpc.GRPCInferenceServiceStub,
+) -> None:
+    z = np.random.default_rng(1).standard_normal((2, 100)).astype(np.float32)
+    raw = oip.ModelInferRequest(model_name=DCGAN, raw_input_contents=[z.tobytes()])
+    raw.inputs.add(name="z", datatype="FP32", shape=[2, 100])
+    typed = oip.ModelInferRequest(model_name=DCGAN)
+    typed.inputs.add(name="z", datatype="FP32", shape=[2, 100]).contents.fp32_contents[:] = (
+        z.ravel().tolist()
+    )
+    a, b = stub.ModelInfer(raw), stub.ModelInfer(typed)
+    assert a.raw_output_contents == b.raw_output_contents
+    assert list(a.outputs[0].shape) == [2, 32, 32, 1] and a.outputs[0].datatype == "UINT8"
+
+
+@pytest.mark.parametrize(
+    ("request_", "code", "words"),
+    [
+        (_infer(DCGAN), grpc.StatusCode.INVALID_ARGUMENT, "'z'"),
+        (_infer(DCGAN, count=5000), grpc.StatusCode.INVALID_ARGUMENT, "count: 5000"),
+        (_infer("nope", count=1), grpc.StatusCode.NOT_FOUND, "no model"),
+        (_infer(CGAN, count=2), grpc.StatusCode.INVALID_ARGUMENT, "'label'"),
+        (_infer(PIX2PIX, count=1), grpc.StatusCode.INVALID_ARGUMENT, "'image'"),
+    ],
+)
+def test_bad_infer_requests_name_what_is_wrong(
+    stub: oip_grpc.GRPCInferenceServiceStub,
+    request_: oip.ModelInferRequest,
+    code: grpc.StatusCode,
+    words: str,
+) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        stub.ModelInfer(request_)
+    assert info.value.code() == code
+    assert words in info.value.details()
+
+
+def test_raw_contents_of_the_wrong_size_are_refused(
+    stub: oip_grpc.GRPCInferenceServiceStub,
+) -> None:
+    request = oip.ModelInferRequest(model_name=DCGAN, raw_input_contents=[b"\0" * 12])
+    request.inputs.add(name="z", datatype="FP32", shape=[2, 100])
+    with pytest.raises(grpc.RpcError) as info:
+        stub.ModelInfer(request)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "needs 800" in info.value.details()
+
+
+def test_oip_calls_are_counted_under_their_method(
+    server: RunningServer, stub: oip_grpc.GRPCInferenceServiceStub
+) -> None:
+    before = server.metric("ganserve_requests_total", model=DCGAN, method="ModelInfer", code="OK")
+    stub.ModelInfer(_infer(DCGAN, seed=1, count=3))
+    after = server.metric("ganserve_requests_total", model=DCGAN, method="ModelInfer", code="OK")
+    assert after == before + 1
+    assert server.metric("ganserve_images_total", model=DCGAN, method="ModelInfer") >= 3
