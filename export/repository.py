@@ -21,6 +21,7 @@ import json
 import re
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 MODEL_FILE = "model.onnx"
 FP16_MODEL_FILE = "model.fp16.onnx"
@@ -78,10 +79,21 @@ class ServingConfig:
     precision: str = "fp32"
     instances: int | None = None
     intra_op_threads: int | None = None
+    # which versions are served: "all" (the default), {"latest": N} or {"specific": [1, 3]}
+    version_policy: Any = None
 
     @property
     def model_file(self) -> str:
         return FP16_MODEL_FILE if self.precision == "fp16" else MODEL_FILE
+
+
+def _policy_ok(policy: dict[str, Any]) -> bool:
+    ((key, value),) = policy.items()
+    if key == "latest":
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    if key == "specific":
+        return isinstance(value, list) and all(isinstance(v, int) and v >= 1 for v in value)
+    return False
 
 
 def read_serving_config(model_dir: Path) -> ServingConfig:
@@ -105,6 +117,16 @@ def read_serving_config(model_dir: Path) -> ServingConfig:
     delay = config.max_queue_delay_ms
     if delay is not None and (not isinstance(delay, int | float) or delay < 0):
         raise RepositoryError(f"{path}: max_queue_delay_ms must be >= 0, got {delay!r}")
+    policy = config.version_policy
+    if not (
+        policy is None
+        or policy == "all"
+        or (isinstance(policy, dict) and len(policy) == 1 and _policy_ok(policy))
+    ):
+        raise RepositoryError(
+            f'{path}: version_policy must be "all", {{"latest": N}} (N >= 1) or '
+            f'{{"specific": [versions]}}, got {policy!r}'
+        )
     if config.precision not in ("fp32", "fp16"):
         raise RepositoryError(f"{path}: precision must be fp32 or fp16, got {config.precision!r}")
     return config

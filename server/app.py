@@ -21,6 +21,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from export.repository import RepositoryError
 from ganserve.v1 import ganserve_pb2
 from server.config import ServerConfig, parse
 from server.metrics import Metrics
@@ -84,6 +85,7 @@ class GanServer:
         )
         self._stopped = asyncio.Event()
         self._trimmer: asyncio.Task[None] | None = None
+        self._poller: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Bind, load every model, then report SERVING. Returns once ready to take calls."""
@@ -107,15 +109,42 @@ class GanServer:
             self.port,
             self.metrics_port or "off",
         )
-        await self.repo.load()
+        names = None
+        if self.config.model_control == "explicit" and self.config.load_models != "*":
+            names = [n.strip() for n in self.config.load_models.split(",") if n.strip()]
+        await self.repo.load(names)
+        self.repo.on_change = self._publish_health
+        await self._publish_health()
         self._trimmer = asyncio.create_task(self._trim_when_idle())
+        if self.config.model_control == "poll":
+            self._poller = asyncio.create_task(self._poll())
+        log.info("serving %d model(s): %s", len(self.repo.models), ", ".join(self.repo.models))
+
+    async def _publish_health(self) -> None:
+        """Health follows the repository: model/<name> SERVING while a version is ready."""
+        if self.service.draining:
+            return
         for name, found in self.repo.models.items():
             ready = any(mv.state == "ready" for mv in found.values())
             await self.health.set(f"model/{name}", SERVING if ready else NOT_SERVING)
         status = SERVING if self.repo.any_ready else NOT_SERVING
         for name in ("", SERVICE_NAME):
             await self.health.set(name, status)
-        log.info("serving %d model(s): %s", len(self.repo.models), ", ".join(self.repo.models))
+
+    async def _poll(self) -> None:
+        """--model-control poll: rescan the repository every --poll-seconds."""
+        while True:
+            await asyncio.sleep(self.config.poll_seconds)
+            try:
+                names = set(self.repo.names_on_disk()) | set(self.repo.models)
+            except RepositoryError as exc:
+                log.error("cannot rescan the repository: %s", exc)
+                continue
+            for name in sorted(names):
+                try:
+                    await self.repo.sync(name)
+                except Exception:  # one model's trouble never stops the polling
+                    log.exception("model %s: the rescan failed", name)
 
     async def stop(self, grace: float | None = None) -> None:
         """Drain: NOT_SERVING, refuse new calls, let in-flight ones finish within `grace`."""
@@ -126,8 +155,9 @@ class GanServer:
         grace = self.config.grace_seconds if grace is None else grace
         log.info("draining: in-flight calls have %.1f s", grace)
         await self._server.stop(grace)
-        if self._trimmer is not None:
-            self._trimmer.cancel()
+        for task in (self._trimmer, self._poller):
+            if task is not None:
+                task.cancel()
         await self.repo.close()
         self.service.close()
         self.metrics.stop()

@@ -9,6 +9,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 DEVICES = ("auto", "cpu", "cuda")
+MODEL_CONTROLS = ("none", "poll", "explicit")  # Triton's --model-control-mode
 
 
 class ServerConfigError(ValueError):
@@ -44,12 +45,21 @@ class ServerConfig:
     tls_client_ca: str = ""  # PEM CA: demand client certificates it signed (mutual TLS)
     auth_token_file: str = ""  # accepted bearer tokens, one per line; "" = no authentication
     grace_seconds: float = 10.0  # SIGTERM: in-flight calls get this long to finish
+    model_control: str = "none"  # none: read once; poll: rescan; explicit: load/unload rpcs
+    poll_seconds: float = 5.0  # --model-control poll: how often the repository is rescanned
+    load_models: str = "*"  # the models loaded at start: "*" (all) or comma-separated names
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
         for name, least in _MINIMUM.items():
             if getattr(self, name) < least:
                 raise ServerConfigError(f"--{_flag(name)}: must be at least {least}")
+        if self.model_control not in MODEL_CONTROLS:
+            raise ServerConfigError(
+                f"--model-control: {self.model_control!r}; one of {', '.join(MODEL_CONTROLS)}"
+            )
+        if self.load_models != "*" and self.model_control != "explicit":
+            raise ServerConfigError("--load-models: only with --model-control explicit")
         if self.device not in DEVICES:
             raise ServerConfigError(f"--device: {self.device!r}; one of {', '.join(DEVICES)}")
         if bool(self.tls_cert) != bool(self.tls_key):
@@ -79,6 +89,7 @@ _MINIMUM = {
         ("max_queue_delay_ms", "inline_run_us", "grace_seconds", "instances", "intra_op_threads"),
         0,
     ),
+    "poll_seconds": 0.1,
 }
 
 
@@ -135,6 +146,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "tls_key": "PEM private key for --tls-cert",
         "tls_client_ca": "PEM CA: require client certificates it signed (mutual TLS)",
         "auth_token_file": "file of accepted bearer tokens, one per line (health stays open)",
+        "model_control": "none (read the repository once), poll (rescan it), explicit (load/"
+        "unload rpcs and `ganserve models`)",
+        "poll_seconds": "--model-control poll: seconds between rescans of the repository",
+        "load_models": "--model-control explicit: models loaded at start ('*' all, or a,b)",
     }
     for f in fields(ServerConfig):
         default = f.default

@@ -27,7 +27,7 @@ LATENCY_BUCKETS = (
     60.0,
 )
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
-MODEL_STATES = ("loading", "ready", "failed")
+MODEL_STATES = ("loading", "ready", "failed", "unloaded")
 
 
 class Metrics:

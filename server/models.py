@@ -2,12 +2,15 @@
 
 A version that fails to load (corrupt file, metadata the server cannot read, a bad config.json)
 is recorded as FAILED with its reason, logged, and shown in metrics; the others serve on.
+Versions come and go while the server runs (--model-control poll or explicit): see
+ModelRepository.sync.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,79 +56,191 @@ class ModelVersion:
     name: str
     version: int
     path: Path
-    state: str = "loading"  # loading → ready | failed
+    state: str = "loading"  # loading → ready | failed; ready → unloaded (removed or unloaded)
     error: str = ""
     card: ModelCard | None = None
     runners: tuple[Runner, ...] = ()
     solo: Runner | None = None  # every core's threads, for a batch that runs alone (CPU)
     batcher: Batcher | None = None
+    users: int = 0  # rpcs that resolved to this version and have not ended
+    stamp: tuple[int, int] = (0, 0)  # the model file's (mtime_ns, size) when it was loaded
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    try:
+        st = path.stat()
+    except OSError:
+        return (0, 0)
+    return (st.st_mtime_ns, st.st_size)
+
+
+def wanted_versions(present: list[int], policy: object) -> list[int]:
+    """The versions a model's version policy serves, of those present (ascending)."""
+    if policy is None or policy == "all":
+        return present
+    if isinstance(policy, dict) and "latest" in policy:
+        return present[-int(policy["latest"]) :]
+    if isinstance(policy, dict) and "specific" in policy:
+        return [v for v in present if v in set(policy["specific"])]
+    raise RepositoryError(f"version_policy: {policy!r}")
 
 
 class ModelRepository:
-    """Every model version under `config.model_repository`, loaded and warmed up by `load`."""
+    """Every model version under `config.model_repository`, loaded and warmed up by `load`.
+
+    `sync(name)` brings one model in line with the folder (what --model-control poll does for
+    every model every --poll-seconds, and RepositoryModelLoad does on request): versions that
+    appeared, or whose file or config.json changed, are loaded and warmed up off the serving
+    path, then take the place of the old; versions that went (or that the version policy no
+    longer names) stop taking new calls, finish the ones they have, then unload. A version
+    that fails to load leaves the others serving.
+    """
 
     def __init__(self, config: ServerConfig, metrics: Metrics) -> None:
         self.config = config
         self.metrics = metrics
         self.models: dict[str, dict[int, ModelVersion]] = {}
+        self._serving: dict[str, ServingConfig | str] = {}  # what each model was loaded with
+        self._lock = asyncio.Lock()
+        self._retiring: set[asyncio.Task[None]] = set()
+        self.on_change: Callable[[], Awaitable[None]] | None = None  # health follows
 
-    async def load(self) -> None:
+    def names_on_disk(self) -> list[str]:
+        return model_names(self.config.model_repository)
+
+    async def load(self, names: list[str] | None = None) -> None:
+        """Load `names` (default: every model in the folder) at start."""
+        names = self.names_on_disk() if names is None else names
         root = self.config.model_repository
         # Every version is known (state "loading") before the first loads, so a call that
         # comes while the server starts hears UNAVAILABLE (retry), not NOT_FOUND.
-        for name in model_names(root):
+        for name in names:
             for version in versions(root / name):
                 path = root / name / str(version)  # the file is resolved below
                 self.models.setdefault(name, {})[version] = ModelVersion(name, version, path)
                 self.metrics.set_model_state(name, version, "loading")
-        for name in model_names(root):
-            try:
-                serving = read_serving_config(root / name)
-                error = ""
-            except RepositoryError as exc:
-                serving, error = ServingConfig(), str(exc)
-            # the model's own config.json wins over the server's flags
-            max_batch = serving.max_batch_size or self.config.max_batch_size
-            delay_ms = serving.max_queue_delay_ms
-            if delay_ms is None:
-                delay_ms = self.config.max_queue_delay_ms
-            instances = serving.instances or self.config.instances
-            threads = serving.intra_op_threads or self.config.intra_op_threads
-            for version in versions(root / name):
-                mv = self.models[name][version]
-                mv.path = root / name / str(version) / serving.model_file
-                if error:
-                    self._fail(mv, error)
-                    continue
-                try:
-                    await asyncio.to_thread(self._load_version, mv, max_batch, instances, threads)
-                except Exception as exc:  # any failure stays with this version alone
-                    self._fail(mv, f"{type(exc).__name__}: {exc}")
-                    continue
-                assert mv.runners and mv.card is not None
-                mv.batcher = Batcher(
-                    f"{name}:{version}",
-                    [runner.run for runner in mv.runners],
-                    max_batch_size=max_batch,
-                    max_queue_delay_s=delay_ms / 1000.0,
-                    max_queue_size=serving.max_queue_size or self.config.max_queue_size,
-                    metrics=self.metrics,
-                    inline_run_s=self.config.inline_run_us / 1e6,
-                    solo=mv.solo.run if mv.solo is not None else None,
-                    max_batch_values=self._batch_values(mv.card),
-                )
-                mv.batcher.start()
-                mv.state = "ready"
+        for name in names:
+            await self.sync(name)
+
+    def _read(self, name: str) -> tuple[ServingConfig, str, list[int]]:
+        """The model's config (or its error) and the versions its policy serves."""
+        model_dir = self.config.model_repository / name
+        try:
+            serving = read_serving_config(model_dir)
+            return serving, "", wanted_versions(versions(model_dir), serving.version_policy)
+        except RepositoryError as exc:
+            return ServingConfig(), str(exc), versions(model_dir)
+
+    async def sync(self, name: str) -> None:
+        """Load what is new or changed of model `name`, unload what went."""
+        async with self._lock:
+            await self._sync(name)
+        if self.on_change is not None:
+            await self.on_change()
+
+    async def _sync(self, name: str) -> None:
+        serving, error, wanted = self._read(name)
+        found = self.models.setdefault(name, {})
+        before = self._serving.get(name)
+        changed = before is not None and before != (error or serving)
+        if changed:
+            log.info("model %s: its config.json changed; reloading its versions", name)
+        self._serving[name] = error or serving
+        root = self.config.model_repository
+        for version in wanted:
+            old = found.get(version)
+            path = root / name / str(version) / serving.model_file
+            fresh = old is None or old.state in ("loading", "failed", "unloaded")
+            if not fresh and not changed and old is not None and old.stamp == _stamp(path):
+                continue  # ready, and nothing about it changed
+            mv = ModelVersion(name, version, path)
+            if fresh:
+                found[version] = mv  # nothing to keep serving meanwhile
+            self.metrics.set_model_state(name, version, "loading")
+            if error:
+                self._fail(mv, error)
+            else:
+                await self._load(mv, serving)
+            if mv.state == "ready":
+                found[version] = mv
+                if old is not None and old is not mv and old.state == "ready":
+                    self._retire(old, "replaced by a new load")
+            elif old is not None and old.state == "ready":  # keep serving what worked
+                old.error = f"a reload failed, still serving the previous load: {mv.error}"
                 self.metrics.set_model_state(name, version, "ready")
-                log.info(
-                    "model %s version %d ready on %s (%s), %d instance(s) x %d thread(s)",
-                    name,
-                    version,
-                    mv.runners[0].provider,
-                    mv.card.kind,
-                    len(mv.runners),
-                    mv.runners[0].threads,
-                )
+            else:
+                found[version] = mv
+        for version, mv in sorted(found.items()):
+            if version not in wanted and mv.state != "unloaded":
+                self._retire(mv, "removed from the repository")
+
+    async def unload(self, name: str) -> None:
+        """Stop serving every version of `name` (RepositoryModelUnload)."""
+        async with self._lock:
+            for mv in self.models.get(name, {}).values():
+                if mv.state != "unloaded":
+                    self._retire(mv, "unloaded on request")
+            self._serving.pop(name, None)
+        if self.on_change is not None:
+            await self.on_change()
+
+    def _retire(self, mv: ModelVersion, why: str) -> None:
+        """No new calls for `mv`; unload it once the calls it has are done."""
+        was_ready = mv.state == "ready"
+        mv.state, mv.error = "unloaded", why
+        self.metrics.set_model_state(mv.name, mv.version, "unloaded")
+        log.info("model %s version %d: %s; unloading", mv.name, mv.version, why)
+        if was_ready:
+            task = asyncio.create_task(self._drain_and_close(mv))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+
+    async def _drain_and_close(self, mv: ModelVersion) -> None:
+        while mv.users or (mv.batcher is not None and not mv.batcher.idle):
+            await asyncio.sleep(0.05)
+        if mv.batcher is not None:
+            await mv.batcher.close()
+        mv.batcher, mv.runners, mv.solo = None, (), None
+        log.info("model %s version %d unloaded", mv.name, mv.version)
+
+    async def _load(self, mv: ModelVersion, serving: ServingConfig) -> None:
+        # the model's own config.json wins over the server's flags
+        max_batch = serving.max_batch_size or self.config.max_batch_size
+        delay_ms = serving.max_queue_delay_ms
+        if delay_ms is None:
+            delay_ms = self.config.max_queue_delay_ms
+        instances = serving.instances or self.config.instances
+        threads = serving.intra_op_threads or self.config.intra_op_threads
+        mv.stamp = _stamp(mv.path)
+        try:
+            await asyncio.to_thread(self._load_version, mv, max_batch, instances, threads)
+        except Exception as exc:  # any failure stays with this version alone
+            self._fail(mv, f"{type(exc).__name__}: {exc}")
+            return
+        assert mv.runners and mv.card is not None
+        mv.batcher = Batcher(
+            f"{mv.name}:{mv.version}",
+            [runner.run for runner in mv.runners],
+            max_batch_size=max_batch,
+            max_queue_delay_s=delay_ms / 1000.0,
+            max_queue_size=serving.max_queue_size or self.config.max_queue_size,
+            metrics=self.metrics,
+            inline_run_s=self.config.inline_run_us / 1e6,
+            solo=mv.solo.run if mv.solo is not None else None,
+            max_batch_values=self._batch_values(mv.card),
+        )
+        mv.batcher.start()
+        mv.state = "ready"
+        self.metrics.set_model_state(mv.name, mv.version, "ready")
+        log.info(
+            "model %s version %d ready on %s (%s), %d instance(s) x %d thread(s)",
+            mv.name,
+            mv.version,
+            mv.runners[0].provider,
+            mv.card.kind,
+            len(mv.runners),
+            mv.runners[0].threads,
+        )
 
     def _batch_values(self, card: ModelCard) -> int:
         """The input values one batch may hold: a translation batch stays within one call's
@@ -173,7 +288,7 @@ class ModelRepository:
                     f"version: model {name!r} has no version {version} (versions: {sorted(found)})"
                 )
             mv = found[version]
-            if mv.state != "ready":
+            if mv.state != "ready":  # loading, failed, or unloaded (removed): UNAVAILABLE
                 raise ModelUnavailable(
                     f"model {name!r} version {version} is {mv.state}"
                     + (f": {mv.error}" if mv.error else "")
@@ -196,6 +311,8 @@ class ModelRepository:
         return [mv.batcher for vs in self.models.values() for mv in vs.values() if mv.batcher]
 
     async def close(self) -> None:
+        for task in list(self._retiring):
+            task.cancel()
         for vs in self.models.values():
             for mv in vs.values():
                 if mv.batcher is not None:

@@ -33,7 +33,7 @@ DATATYPES = {"FP32": np.float32, "INT64": np.int64, "UINT8": np.uint8}
 DATATYPE_OF = {"float32": "FP32", "int64": "INT64", "uint8": "UINT8"}
 # which typed `contents` field carries each datatype
 CONTENTS = {"FP32": "fp32_contents", "INT64": "int64_contents", "UINT8": "uint_contents"}
-STATE = {"ready": "READY", "loading": "LOADING", "failed": "UNAVAILABLE"}
+STATE = {"ready": "READY", "loading": "LOADING", "failed": "UNAVAILABLE", "unloaded": "UNAVAILABLE"}
 
 
 def _version(text: str, field: str) -> int:
@@ -223,20 +223,39 @@ class InferenceService:
                 )
         return reply
 
+    def _explicit(self, name: str, what: str) -> None:
+        if self.service.config.model_control != "explicit":
+            raise Abort(
+                grpc.StatusCode.UNAVAILABLE,
+                f"model {shown(name)}: {what} models on request needs --model-control explicit",
+            )
+        if not name:
+            raise invalid("model_name: required")
+
     async def RepositoryModelLoad(
         self, request: oip.RepositoryModelLoadRequest, context: Any
     ) -> Any:
-        raise Abort(
-            grpc.StatusCode.UNAVAILABLE,
-            f"model {shown(request.model_name)}: loading models on request needs "
-            "--model-control explicit",
-        )
+        """Load (or reload) a model from the repository folder, as its version policy says."""
+        name = request.model_name
+        self._explicit(name, "loading")
+        if name not in self.repo.names_on_disk():
+            raise Abort(grpc.StatusCode.NOT_FOUND, f"model: no model {shown(name)} on disk")
+        await self.repo.sync(name)
+        found = self.repo.models.get(name, {})
+        if not any(mv.state == "ready" for mv in found.values()):
+            errors = "; ".join(f"{v}: {mv.error}" for v, mv in sorted(found.items()))
+            raise Abort(
+                grpc.StatusCode.FAILED_PRECONDITION, f"model {name!r}: no version loaded ({errors})"
+            )
+        return oip.RepositoryModelLoadResponse()
 
     async def RepositoryModelUnload(
         self, request: oip.RepositoryModelUnloadRequest, context: Any
     ) -> Any:
-        raise Abort(
-            grpc.StatusCode.UNAVAILABLE,
-            f"model {shown(request.model_name)}: unloading models on request needs "
-            "--model-control explicit",
-        )
+        """Stop serving every version of a model; calls in flight finish first."""
+        name = request.model_name
+        self._explicit(name, "unloading")
+        if name not in self.repo.models:
+            raise Abort(grpc.StatusCode.NOT_FOUND, f"model: no model {shown(name)} loaded")
+        await self.repo.unload(name)
+        return oip.RepositoryModelUnloadResponse()

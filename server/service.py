@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import io
 import time
@@ -33,6 +34,18 @@ MAX_CHUNK_SIZE = 4096
 OFF_LOOP_LABELS = 1 << 16  # longer label lists are converted on the worker pool
 STREAM_PREFETCH = 2  # chunks of a stream in flight at once: the next computes while one is sent
 _RPC_OF_KIND = {"unconditional": "Sample", "conditional": "Generate", "translation": "Translate"}
+
+
+# the model versions the current rpc resolved (set per rpc by `instrumented`)
+_HELD: contextvars.ContextVar[list[ModelVersion] | None] = contextvars.ContextVar(
+    "held", default=None
+)
+
+
+def _release(held: list[ModelVersion]) -> None:
+    for mv in held:
+        mv.users -= 1
+    held.clear()
 
 
 class Abort(Exception):
@@ -87,6 +100,10 @@ class GeneratorService(pb_grpc.GeneratorServicer):
             raise Abort(grpc.StatusCode.NOT_FOUND, str(exc)) from None
         except ModelUnavailable as exc:
             raise Abort(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
+        held = _HELD.get()
+        if held is not None:  # the version is not unloaded while this rpc may still use it
+            mv.users += 1
+            held.append(mv)
         assert mv.card is not None
         wanted = _RPC_OF_KIND[mv.card.kind]
         # ModelInfer (server.oip) asks for whichever rpc the model's kind offers
@@ -588,10 +605,13 @@ def instrumented(servicer: Any, service: GeneratorService, rpcs: ServiceDescript
         @functools.wraps(fn)
         async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started, outcome = time.perf_counter(), _Outcome()
+            held: list[ModelVersion] = []
+            _HELD.set(held)
             try:
                 async with _statuses(context) as outcome:
                     return await fn(parsed(request), context)
             finally:
+                _release(held)
                 record(model_label(request), method, outcome, started)
 
         return handler
@@ -601,12 +621,15 @@ def instrumented(servicer: Any, service: GeneratorService, rpcs: ServiceDescript
         async def handler(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             started, outcome = time.perf_counter(), _Outcome()
             label = "unknown" if client_stream else model_label(request)
+            held: list[ModelVersion] = []
+            _HELD.set(held)
             try:
                 async with _statuses(context) as outcome:
                     async for reply in fn(request if client_stream else parsed(request), context):
                         label = reply.model
                         yield reply
             finally:
+                _release(held)
                 record(label, method, outcome, started)
 
         return handler

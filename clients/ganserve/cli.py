@@ -12,6 +12,7 @@ commands:
   generate   make a dataset of generated images, resumable (ganserve generate --help)
   translate  translate a folder of PNG images into another, resumable
   verify     check a dataset folder against its manifest
+  models     list, load or unload a server's models (ganserve models --help)
 """
 
 
@@ -43,6 +44,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ganserve.bulk import main_verify
 
         return main_verify(rest)
+    if command == "models":
+        from ganserve.models_cli import main as models_main
+
+        return models_main(rest)
     print(f"ganserve: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2
 

@@ -7,6 +7,7 @@ import hashlib
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,17 @@ def test_tritonclient_calls_ganserve(server: RunningServer) -> None:
         "load": "StatusCode.UNAVAILABLE",  # only with --model-control explicit
         "unload": "StatusCode.UNAVAILABLE",
     }
+
+
+def test_tritonclient_unloads_and_loads_models_under_explicit_control(
+    make_server: Callable,
+) -> None:
+    server = make_server(model_control="explicit")
+    got = triton("--control", server.address)
+    assert got["before"] and not got["unloaded"] and got["loaded"]
+    states = {m["name"]: m.get("state") for m in got["index"]["models"]}
+    assert states[CGAN] == "UNAVAILABLE" and states[DCGAN] == "READY"
+    assert len(images(server.stub.Generate(pb.GenerateRequest(model=CGAN, count=2, label=1))))
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 
     python tests/server/triton_calls.py ADDRESS        # the calls below
     python tests/server/triton_calls.py --descriptors  # tritonclient's message layouts
+    python tests/server/triton_calls.py --control ADDRESS  # unload and load (explicit mode)
 
 Run in its own process by tests/server/test_oip.py: tritonclient's generated code defines the
 same `inference.*` protobuf symbols as ganserve's, and one process cannot hold both.
@@ -92,6 +93,26 @@ def calls(address: str) -> dict[str, Any]:
     return out
 
 
+def control(address: str) -> dict[str, Any]:
+    """Model control through tritonclient, against a server run with --model-control explicit."""
+    import tritonclient.grpc as tc
+
+    client = tc.InferenceServerClient(address)
+    out = {"before": client.is_model_ready("mnist-cgan")}
+    client.unload_model("mnist-cgan")
+    out["unloaded"] = client.is_model_ready("mnist-cgan")
+    out["index"] = client.get_model_repository_index(as_json=True)
+    client.load_model("mnist-cgan")
+    out["loaded"] = client.is_model_ready("mnist-cgan")
+    client.close()
+    return out
+
+
 if __name__ == "__main__":
-    result = descriptors() if sys.argv[1] == "--descriptors" else calls(sys.argv[1])
+    if sys.argv[1] == "--descriptors":
+        result = descriptors()
+    elif sys.argv[1] == "--control":
+        result = control(sys.argv[2])
+    else:
+        result = calls(sys.argv[1])
     print(json.dumps(result))

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aganserve/v1/ganserve.proto\x12\x0bganserve.v1\"4\n\x06Tensor\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\x93\x01\n\nImageBatch\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12#\n\x06images\x18\x03 \x01(\x0b\x32\x13.ganserve.v1.Tensor\x12\x0b\n\x03png\x18\x04 \x03(\x0c\x12\x0e\n\x06layout\x18\x05 \x01(\t\x12\x13\n\x0bstart_index\x18\x06 \x01(\x04\x12\x0e\n\x06labels\x18\x07 \x03(\x03\"\x13\n\x11ListModelsRequest\"<\n\x12ListModelsResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.ganserve.v1.ModelInfo\"6\n\x14\x44\x65scribeModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\"\xa2\x01\n\x0cVersionState\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12.\n\x05state\x18\x02 \x01(\x0e\x32\x1f.ganserve.v1.VersionState.State\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"B\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\t\n\x05READY\x10\x01\x12\x0b\n\x07LOADING\x10\x02\x12\n\n\x06\x46\x41ILED\x10\x03\"\xa6\x03\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12+\n\x08versions\x18\x03 \x03(\x0b\x32\x19.ganserve.v1.VersionState\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\x13\n\x0blatent_size\x18\x05 \x01(\x03\x12\x13\n\x0bnum_classes\x18\x06 \x01(\x03\x12\x13\n\x0b\x63lass_names\x18\x07 \x03(\t\x12\x0e\n\x06height\x18\x08 \x01(\x03\x12\r\n\x05width\x18\t \x01(\x03\x12\x10\n\x08\x63hannels\x18\n \x01(\x03\x12\x15\n\rsize_multiple\x18\x0b \x01(\x03\x12\x16\n\x0emax_batch_size\x18\x0c \x01(\x03\x12\x1b\n\x13max_images_per_call\x18\r \x01(\x03\x12\x1a\n\x12\x65xecution_provider\x18\x0e \x01(\t\x12\x36\n\x08metadata\x18\x0f \x03(\x0b\x32$.ganserve.v1.ModelInfo.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd8\x01\n\rSampleRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\r\n\x05\x63ount\x18\x03 \x01(\x04\x12\x0c\n\x04seed\x18\x04 \x01(\x04\x12\x13\n\x0bstart_index\x18\x05 \x01(\x04\x12$\n\x07latents\x18\x06 \x01(\x0b\x32\x13.ganserve.v1.Tensor\x12\x12\n\ntruncation\x18\x07 \x01(\x02\x12\'\n\x08\x65ncoding\x18\x08 \x01(\x0e\x32\x15.ganserve.v1.Encoding\x12\x12\n\nchunk_size\x18\t \x01(\r\"\x1b\n\tLabelList\x12\x0e\n\x06values\x18\x01 \x03(\x03\"\xb6\x02\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\r\n\x05\x63ount\x18\x03 \x01(\x04\x12\x0c\n\x04seed\x18\x04 \x01(\x04\x12\x13\n\x0bstart_index\x18\x05 \x01(\x04\x12$\n\x07latents\x18\x06 \x01(\x0b\x32\x13.ganserve.v1.Tensor\x12\x12\n\ntruncation\x18\x07 \x01(\x02\x12\'\n\x08\x65ncoding\x18\x08 \x01(\x0e\x32\x15.ganserve.v1.Encoding\x12\x12\n\nchunk_size\x18\t \x01(\r\x12(\n\x06labels\x18\n \x01(\x0b\x32\x16.ganserve.v1.LabelListH\x00\x12\x0f\n\x05label\x18\x0b \x01(\x03H\x00\x12\x12\n\x08\x62\x61lanced\x18\x0c \x01(\x08H\x00\x42\x0b\n\tcondition\"\x8d\x01\n\x10TranslateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12#\n\x06images\x18\x03 \x01(\x0b\x32\x13.ganserve.v1.Tensor\x12\x0b\n\x03png\x18\x04 \x03(\x0c\x12\'\n\x08\x65ncoding\x18\x05 \x01(\x0e\x32\x15.ganserve.v1.Encoding*M\n\x08\x45ncoding\x12\x18\n\x14\x45NCODING_UNSPECIFIED\x10\x00\x12\r\n\tRAW_UINT8\x10\x01\x12\x0f\n\x0bRAW_FLOAT32\x10\x02\x12\x07\n\x03PNG\x10\x03\x32\xce\x04\n\tGenerator\x12M\n\nListModels\x12\x1e.ganserve.v1.ListModelsRequest\x1a\x1f.ganserve.v1.ListModelsResponse\x12J\n\rDescribeModel\x12!.ganserve.v1.DescribeModelRequest\x1a\x16.ganserve.v1.ModelInfo\x12=\n\x06Sample\x12\x1a.ganserve.v1.SampleRequest\x1a\x17.ganserve.v1.ImageBatch\x12\x45\n\x0cSampleStream\x12\x1a.ganserve.v1.SampleRequest\x1a\x17.ganserve.v1.ImageBatch0\x01\x12\x41\n\x08Generate\x12\x1c.ganserve.v1.GenerateRequest\x1a\x17.ganserve.v1.ImageBatch\x12I\n\x0eGenerateStream\x12\x1c.ganserve.v1.GenerateRequest\x1a\x17.ganserve.v1.ImageBatch0\x01\x12\x43\n\tTranslate\x12\x1d.ganserve.v1.TranslateRequest\x1a\x17.ganserve.v1.ImageBatch\x12M\n\x0fTranslateStream\x12\x1d.ganserve.v1.TranslateRequest\x1a\x17.ganserve.v1.ImageBatch(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aganserve/v1/ganserve.proto\x12\x0bganserve.v1\"4\n\x06Tensor\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\x93\x01\n\nImageBatch\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12#\n\x06images\x18\x03 \x01(\x0b\x32\x13.ganserve.v1.Tensor\x12\x0b\n\x03png\x18\x04 \x03(\x0c\x12\x0e\n\x06layout\x18\x05 \x01(\t\x12\x13\n\x0bstart_index\x18\x06 \x01(\x04\x12\x0e\n\x06labels\x18\x07 \x03(\x03\"\x13\n\x11ListModelsRequest\"<\n\x12ListModelsResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.ganserve.v1.ModelInfo\"6\n\x14\x44\x65scribeModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\"\xb0\x01\n\x0cVersionState\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12.\n\x05state\x18\x02 \x01(\x0e\x32\x1f.ganserve.v1.VersionState.State\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"P\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\t\n\x05READY\x10\x01\x12\x0b\n\x07LOADING\x10\x02\x12\n\n\x06\x46\x41ILED\x10\x03\x12\x0c\n\x08UNLOADED\x10\x04\"\xa6\x03\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12+\n\x08versions\x18\x03 \x03(\x0b\x32\x19.ganserve.v1.VersionState\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\x13\n\x0blatent_size\x18\x05 \x01(\x03\x12\x13\n\x0bnum_classes\x18\x06 \x01(\x03\x12\x13\n\x0b\x63lass_names\x18\x07 \x03(\t\x12\x0e\n\x06height\x18\x08 \x01(\x03\x12\r\n\x05width\x18\t \x01(\x03\x12\x10\n\x08\x63hannels\x18\n \x01(\x03\x12\x15\n\rsize_multiple\x18\x0b \x01(\x03\x12\x16\n\x0emax_batch_size\x18\x0c \x01(\x03\x12\x1b\n\x13max_images_per_call\x18\r \x01(\x03\x12\x1a\n\x12\x65xecution_provider\x18\x0e \x01(\t\x12\x36\n\x08metadata\x18\x0f \x03(\x0b\x32$.ganserve.v1.ModelInfo.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd8\x01\n\rSampleRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\r\n\x05\x63ount\x18\x03 \x01(\x04\x12\x0c\n\x04seed\x18\x04 \x01(\x04\x12\x13\n\x0bstart_index\x18\x05 \x01(\x04\x12$\n\x07latents\x18\x06 \x01(\x0b\x32\x13.ganserve.v1.Tensor\x12\x12\n\ntruncation\x18\x07 \x01(\x02\x12\'\n\x08\x65ncoding\x18\x08 \x01(\x0e\x32\x15.ganserve.v1.Encoding\x12\x12\n\nchunk_size\x18\t \x01(\r\"\x1b\n\tLabelList\x12\x0e\n\x06values\x18\x01 \x03(\x03\"\xb6\x02\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\r\n\x05\x63ount\x18\x03 \x01(\x04\x12\x0c\n\x04seed\x18\x04 \x01(\x04\x12\x13\n\x0bstart_index\x18\x05 \x01(\x04\x12$\n\x07latents\x18\x06 \x01(\x0b\x32\x13.ganserve.v1.Tensor\x12\x12\n\ntruncation\x18\x07 \x01(\x02\x12\'\n\x08\x65ncoding\x18\x08 \x01(\x0e\x32\x15.ganserve.v1.Encoding\x12\x12\n\nchunk_size\x18\t \x01(\r\x12(\n\x06labels\x18\n \x01(\x0b\x32\x16.ganserve.v1.LabelListH\x00\x12\x0f\n\x05label\x18\x0b \x01(\x03H\x00\x12\x12\n\x08\x62\x61lanced\x18\x0c \x01(\x08H\x00\x42\x0b\n\tcondition\"\x8d\x01\n\x10TranslateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12#\n\x06images\x18\x03 \x01(\x0b\x32\x13.ganserve.v1.Tensor\x12\x0b\n\x03png\x18\x04 \x03(\x0c\x12\'\n\x08\x65ncoding\x18\x05 \x01(\x0e\x32\x15.ganserve.v1.Encoding*M\n\x08\x45ncoding\x12\x18\n\x14\x45NCODING_UNSPECIFIED\x10\x00\x12\r\n\tRAW_UINT8\x10\x01\x12\x0f\n\x0bRAW_FLOAT32\x10\x02\x12\x07\n\x03PNG\x10\x03\x32\xce\x04\n\tGenerator\x12M\n\nListModels\x12\x1e.ganserve.v1.ListModelsRequest\x1a\x1f.ganserve.v1.ListModelsResponse\x12J\n\rDescribeModel\x12!.ganserve.v1.DescribeModelRequest\x1a\x16.ganserve.v1.ModelInfo\x12=\n\x06Sample\x12\x1a.ganserve.v1.SampleRequest\x1a\x17.ganserve.v1.ImageBatch\x12\x45\n\x0cSampleStream\x12\x1a.ganserve.v1.SampleRequest\x1a\x17.ganserve.v1.ImageBatch0\x01\x12\x41\n\x08Generate\x12\x1c.ganserve.v1.GenerateRequest\x1a\x17.ganserve.v1.ImageBatch\x12I\n\x0eGenerateStream\x12\x1c.ganserve.v1.GenerateRequest\x1a\x17.ganserve.v1.ImageBatch0\x01\x12\x43\n\tTranslate\x12\x1d.ganserve.v1.TranslateRequest\x1a\x17.ganserve.v1.ImageBatch\x12M\n\x0fTranslateStream\x12\x1d.ganserve.v1.TranslateRequest\x1a\x17.ganserve.v1.ImageBatch(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,8 +33,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MODELINFO_METADATAENTRY']._loaded_options = None
   _globals['_MODELINFO_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_ENCODING']._serialized_start=1681
-  _globals['_ENCODING']._serialized_end=1758
+  _globals['_ENCODING']._serialized_start=1695
+  _globals['_ENCODING']._serialized_end=1772
   _globals['_TENSOR']._serialized_start=43
   _globals['_TENSOR']._serialized_end=95
   _globals['_IMAGEBATCH']._serialized_start=98
@@ -46,21 +46,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DESCRIBEMODELREQUEST']._serialized_start=330
   _globals['_DESCRIBEMODELREQUEST']._serialized_end=384
   _globals['_VERSIONSTATE']._serialized_start=387
-  _globals['_VERSIONSTATE']._serialized_end=549
+  _globals['_VERSIONSTATE']._serialized_end=563
   _globals['_VERSIONSTATE_STATE']._serialized_start=483
-  _globals['_VERSIONSTATE_STATE']._serialized_end=549
-  _globals['_MODELINFO']._serialized_start=552
-  _globals['_MODELINFO']._serialized_end=974
-  _globals['_MODELINFO_METADATAENTRY']._serialized_start=927
-  _globals['_MODELINFO_METADATAENTRY']._serialized_end=974
-  _globals['_SAMPLEREQUEST']._serialized_start=977
-  _globals['_SAMPLEREQUEST']._serialized_end=1193
-  _globals['_LABELLIST']._serialized_start=1195
-  _globals['_LABELLIST']._serialized_end=1222
-  _globals['_GENERATEREQUEST']._serialized_start=1225
-  _globals['_GENERATEREQUEST']._serialized_end=1535
-  _globals['_TRANSLATEREQUEST']._serialized_start=1538
-  _globals['_TRANSLATEREQUEST']._serialized_end=1679
-  _globals['_GENERATOR']._serialized_start=1761
-  _globals['_GENERATOR']._serialized_end=2351
+  _globals['_VERSIONSTATE_STATE']._serialized_end=563
+  _globals['_MODELINFO']._serialized_start=566
+  _globals['_MODELINFO']._serialized_end=988
+  _globals['_MODELINFO_METADATAENTRY']._serialized_start=941
+  _globals['_MODELINFO_METADATAENTRY']._serialized_end=988
+  _globals['_SAMPLEREQUEST']._serialized_start=991
+  _globals['_SAMPLEREQUEST']._serialized_end=1207
+  _globals['_LABELLIST']._serialized_start=1209
+  _globals['_LABELLIST']._serialized_end=1236
+  _globals['_GENERATEREQUEST']._serialized_start=1239
+  _globals['_GENERATEREQUEST']._serialized_end=1549
+  _globals['_TRANSLATEREQUEST']._serialized_start=1552
+  _globals['_TRANSLATEREQUEST']._serialized_end=1693
+  _globals['_GENERATOR']._serialized_start=1775
+  _globals['_GENERATOR']._serialized_end=2365
 # @@protoc_insertion_point(module_scope)

@@ -72,10 +72,12 @@ class VersionState(_message.Message):
         READY: _ClassVar[VersionState.State]
         LOADING: _ClassVar[VersionState.State]
         FAILED: _ClassVar[VersionState.State]
+        UNLOADED: _ClassVar[VersionState.State]
     STATE_UNSPECIFIED: VersionState.State
     READY: VersionState.State
     LOADING: VersionState.State
     FAILED: VersionState.State
+    UNLOADED: VersionState.State
     VERSION_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]

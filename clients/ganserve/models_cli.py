@@ -1,0 +1,69 @@
+"""`ganserve models list|load|unload`: a server's model repository, over the Open Inference
+Protocol's repository extension (RepositoryIndex, RepositoryModelLoad, RepositoryModelUnload).
+
+    ganserve models list [--server HOST:PORT]
+    ganserve models load NAME      # the server must run --model-control explicit
+    ganserve models unload NAME
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import grpc
+
+from ganserve.client import _credentials
+from ganserve.errors import GanserveError, from_rpc_error
+from ganserve.oip import grpc_service_pb2 as oip
+from ganserve.oip import grpc_service_pb2_grpc as oip_grpc
+
+
+def main(argv: Sequence[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="ganserve models", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    p.add_argument("action", choices=("list", "load", "unload"))
+    p.add_argument("name", nargs="?", help="the model (load and unload)")
+    p.add_argument("--server", default="localhost:8500", help="host:port")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds (a load warms up)")
+    p.add_argument("--tls-ca", type=Path, help="PEM CA of the server's TLS certificate")
+    p.add_argument("--token-file", type=Path, help="a file holding the bearer token")
+    args = p.parse_args(argv)
+    if args.action != "list" and not args.name:
+        p.error(f"{args.action}: name the model")
+    try:
+        credentials = _credentials(args.tls_ca or False)
+        token = args.token_file.read_text().strip() if args.token_file else None
+    except (GanserveError, OSError) as exc:
+        print(f"ganserve models: {exc}", file=sys.stderr)
+        return 2
+    metadata = (("authorization", f"Bearer {token}"),) if token else None
+    if credentials:
+        channel = grpc.secure_channel(args.server, credentials)
+    else:
+        channel = grpc.insecure_channel(args.server)
+    with channel:
+        stub = oip_grpc.GRPCInferenceServiceStub(channel)
+        options = {"timeout": args.timeout, "metadata": metadata}
+        try:
+            if args.action == "load":
+                stub.RepositoryModelLoad(
+                    oip.RepositoryModelLoadRequest(model_name=args.name), **options
+                )
+                print(f"loaded {args.name}")
+            elif args.action == "unload":
+                request = oip.RepositoryModelUnloadRequest(model_name=args.name)
+                stub.RepositoryModelUnload(request, **options)
+                print(f"unloaded {args.name}")
+            index = stub.RepositoryIndex(oip.RepositoryIndexRequest(), **options)
+        except grpc.RpcError as exc:
+            print(f"ganserve models {args.action}: {from_rpc_error(exc)}", file=sys.stderr)
+            return 1
+    if args.action == "list":
+        for model in index.models:
+            reason = f"  ({model.reason})" if model.reason else ""
+            print(f"{model.name:24} {model.version:>4}  {model.state}{reason}")
+    return 0
