@@ -3,10 +3,11 @@
     .venv/bin/python -m bench.fuzz [--cases 100000] [--seed 0]
 
 The strategies are the test suite's (`tests/server/test_fuzz.py`, built from the proto's
-descriptors; the suite runs 300 of them). The server runs in this process on port 0 with the
-shipped models. It stops at the first INTERNAL or UNKNOWN answer, printing the request. Half
-the cases are messages, half mutated bytes. It also prints the process's RSS after the first
-1,000 cases and at the end: memory stays bounded (exit status 1 past 20% growth).
+descriptors; the suite runs 500 of them). The server is `python -m server` on port 0 with the
+shipped models, in its own process, so that its RSS is its own (hypothesis's bookkeeping grows
+in this one). It stops at the first INTERNAL or UNKNOWN answer, printing the request. Half
+the cases are messages, half mutated bytes. It prints the server's RSS after the first 1,000
+cases and at the end: memory stays bounded (exit status 1 past 20% growth).
 """
 
 from __future__ import annotations
@@ -16,18 +17,19 @@ import collections
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import grpc
 import hypothesis.strategies as st
 from hypothesis import HealthCheck, given, seed, settings
 
-from server.runner import fix_mmap_threshold
+from ganserve.v1 import ganserve_pb2_grpc as pb_grpc
 from tests.server.test_fuzz import MUTATED, REQUESTS, call
-from tests.servers import BASE, RunningServer
+from tests.servers import ServerProcess
 
 
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
@@ -38,8 +40,10 @@ def main() -> int:
     p.add_argument("--cases", type=int, default=100_000)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
-    fix_mmap_threshold()  # as `python -m server` does
-    server = RunningServer(BASE)
+    process = ServerProcess("--intra-op-threads", "1")
+    channel = grpc.insecure_channel(process.address)
+    server = SimpleNamespace(channel=channel, stub=pb_grpc.GeneratorStub(channel))
+    pid = process.process.pid
     seen: collections.Counter[tuple[str, str]] = collections.Counter()
     bad: list[tuple[str, object, str]] = []
     started = time.perf_counter()
@@ -57,7 +61,7 @@ def main() -> int:
         code = call(server, *case)
         seen[(case[0], code.name)] += 1
         if sum(seen.values()) == 1000:
-            rss.append(rss_mb())
+            rss.append(rss_mb(pid))
         if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN):
             bad.append((case[0], case[1], code.name))
             raise AssertionError(f"{case[0]} answered {code.name}")
@@ -67,11 +71,14 @@ def main() -> int:
     except AssertionError:
         pass
     finally:
-        rss.append(rss_mb())
-        server.stop()
+        rss.append(rss_mb(pid))
+        channel.close()
+        process.stop()
     print(f"{sum(seen.values())} cases in {time.perf_counter() - started:.0f} s")
     growth = rss[-1] / rss[0] - 1 if len(rss) > 1 else 0.0
-    print(f"RSS {rss[0]:.0f} MB after 1,000 cases, {rss[-1]:.0f} MB at the end ({growth:+.0%})")
+    print(
+        f"server RSS {rss[0]:.0f} MB after 1,000 cases, {rss[-1]:.0f} MB at the end ({growth:+.0%})"
+    )
     for (method, code), n in sorted(seen.items()):
         print(f"  {method:16} {code:20} {n}")
     for method, request, code in bad[-1:]:
