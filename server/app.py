@@ -46,6 +46,8 @@ class _ClientGoneFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.getMessage().startswith("ExecuteBatchError raised in core by servicer"):
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            # the logger let it through at ERROR: show it only if DEBUG is wanted
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
         return True
 
 
