@@ -134,3 +134,15 @@ def test_a_mistyped_field_is_caught() -> None:
     deployment["spec"]["replicas"] = "2"
     with pytest.raises(AssertionError, match="is not int"):
         strict(deployment, "V1Deployment", "Deployment")
+
+
+def test_the_bulk_job_is_an_indexed_job_with_one_worker_per_index() -> None:
+    job = yaml.safe_load((ROOT / "deploy" / "k8s" / "bulk-job.yaml").read_text())
+    strict(job, "V1Job", "Job/ganserve-digits")
+    spec = job["spec"]
+    assert spec["completionMode"] == "Indexed"  # JOB_COMPLETION_INDEX -> --worker-index
+    (container,) = spec["template"]["spec"]["containers"]
+    flags = dict(a.removeprefix("--").split("=", 1) for a in container["args"][1:])
+    assert container["args"][0] == "generate"
+    assert int(flags["workers"]) == spec["completions"]
+    assert flags["version"] != "0"  # pinned: every worker makes the same job

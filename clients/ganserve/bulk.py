@@ -111,25 +111,32 @@ def _write_atomic(path: Path, data: bytes, sync: bool = True) -> bytes:
 
 
 @contextlib.asynccontextmanager
-async def _exclusive(out: Path) -> AsyncIterator[None]:
+async def _exclusive(out: Path, worker: str | None = None) -> AsyncIterator[None]:
     """Hold `out` for one job at a time: an advisory lock on the folder itself (no lock file
-    is left in the dataset), released when the job ends, fails or its process dies."""
+    is left in the dataset), released when the job ends, fails or its process dies. The
+    workers of a distributed job share the folder and each holds its own manifest file."""
     out.mkdir(parents=True, exist_ok=True)
     if fcntl is None:
         yield
         return
-    fd = os.open(out, os.O_RDONLY)
+    fds = [os.open(out, os.O_RDONLY)]
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fds[0], (fcntl.LOCK_SH if worker else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+            if worker:
+                fds.append(os.open(out / worker, os.O_RDONLY | os.O_CREAT, 0o644))
+                fcntl.flock(fds[1], fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise InvalidArgument(
-                f"out: another job is writing to {out}; wait for it to finish, or use another "
-                "folder (a finished or killed job leaves the folder free to resume)"
+                f"out: another job is writing to {out}"
+                + (f" as this worker ({worker})" if worker and len(fds) == 2 else "")
+                + "; wait for it to finish, or use another folder (a finished or killed job "
+                "leaves the folder free to resume)"
             ) from None
         yield
     finally:
-        os.close(fd)  # closing the descriptor releases the lock
+        for fd in fds:
+            os.close(fd)  # closing the descriptor releases the lock
 
 
 def _combined(digests: Iterable[bytes]) -> str:
@@ -174,9 +181,9 @@ def read_manifest(path: Path) -> tuple[dict | None, dict[int, dict]]:
 class Manifest:
     """`manifest.jsonl`: the job's header line, then one line per finished shard."""
 
-    def __init__(self, out: Path, header: dict[str, Any]) -> None:
+    def __init__(self, out: Path, header: dict[str, Any], name: str = MANIFEST) -> None:
         self.out, self.header = out, header
-        self.path = out / MANIFEST
+        self.path = out / name
 
     def resume(self, files_of: Callable[[int, dict], Sequence[Path]]) -> dict[int, dict]:
         """Check that the folder holds this job (or nothing) and return the shards already
@@ -220,9 +227,9 @@ async def _run_shards(
 class Dataset:
     """The output folder: shard files plus the manifest."""
 
-    def __init__(self, out: Path, job: Job) -> None:
+    def __init__(self, out: Path, job: Job, manifest: str = MANIFEST) -> None:
         self.out, self.job = Path(out), job
-        self.manifest = Manifest(self.out, job.header())
+        self.manifest = Manifest(self.out, job.header(), manifest)
 
     def folder(self, label: int | None) -> Path:
         if label is None:
@@ -271,25 +278,32 @@ class Dataset:
 
 
 class Progress:
-    """A one-line progress report on stderr: images, images/s, ETA (no dependencies)."""
+    """Progress on stderr: images, images/s, ETA (no dependencies). On a terminal a line
+    redrawn twice a second; otherwise (a log, a Kubernetes pod) a line every 10 s and one at
+    the end. `who` names the worker of a distributed job ("worker 2/3")."""
 
-    def __init__(self, total: int, done: int, quiet: bool = False) -> None:
+    def __init__(self, total: int, done: int, quiet: bool = False, who: str = "") -> None:
         self.total, self.done, self.quiet = total, done, quiet
         self.started, self.first, self.last = time.monotonic(), done, 0.0
+        self.who = f"{who}: " if who else ""
+        self.terminal = sys.stderr.isatty()
 
     def add(self, n: int) -> None:
         self.done += n
         now = time.monotonic()
-        if self.quiet or (now - self.last < 0.5 and self.done < self.total):
+        every = 0.5 if self.terminal else 10.0
+        if self.quiet or (now - self.last < every and self.done < self.total):
             return
         self.last = now
         rate = (self.done - self.first) / max(now - self.started, 1e-9)
         eta = (self.total - self.done) / rate if rate else float("inf")
-        sys.stderr.write(
-            f"\r{self.done:,}/{self.total:,} images  {rate:,.0f} images/s  ETA {eta:,.0f} s   "
+        line = (
+            f"{self.who}{self.done:,}/{self.total:,} images  {rate:,.0f} images/s  ETA {eta:,.0f} s"
         )
-        if self.done >= self.total:
-            sys.stderr.write("\n")
+        if not self.terminal:
+            sys.stderr.write(line + "\n")
+        else:
+            sys.stderr.write(f"\r{line}   " + ("\n" if self.done >= self.total else ""))
         sys.stderr.flush()
 
 
@@ -316,9 +330,16 @@ async def run_job(
     quiet: bool = False,
     tls: bool | str | Path = False,
     token: str | None = None,
+    worker_index: int = 0,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Make (or finish) the dataset; returns a summary. See the module docstring. `tls` and
-    `token` are the clients' (a CA file, and a bearer token)."""
+    `token` are the clients' (a CA file, and a bearer token). With `workers` > 1 this process
+    makes only the shards k with k % workers == worker_index, into the same folder as the
+    other workers, each with a manifest of its own; `merge` assembles `manifest.jsonl` once
+    all have finished (shards are deterministic, so the workers need no coordination)."""
+    if not 0 <= worker_index < workers:
+        raise InvalidArgument(f"worker_index: {worker_index}; 0 to workers - 1 ({workers})")
     if fmt not in FORMATS:
         raise InvalidArgument(f"format: {fmt!r}; one of {', '.join(FORMATS)}")
     if shard_size < 1 or streams < 1:
@@ -326,8 +347,9 @@ async def run_job(
     if (count is None) == (per_class is None):
         raise InvalidArgument("count, per_class: give exactly one")
     retry = RetryPolicy(max_attempts=30, max_backoff=5.0)
+    manifest = MANIFEST if workers == 1 else worker_manifest(worker_index, workers)
     async with (
-        _exclusive(Path(out)),
+        _exclusive(Path(out), None if workers == 1 else manifest),
         AsyncClient(list(servers), timeout=timeout, retry=retry, tls=tls, token=token) as client,
     ):
         info = await _describe(client, model, version)
@@ -352,9 +374,15 @@ async def run_job(
             info.num_classes if conditional else 0,
             info.class_names if conditional else (),
         )
-        dataset = Dataset(Path(out), job)
+        dataset = Dataset(Path(out), job, manifest)
         records = dataset.manifest.resume(lambda k, _: dataset.files(k))
-        progress = Progress(count, sum(r["count"] for r in records.values()), quiet)
+        mine = [k for k in range(job.shards) if k % workers == worker_index]
+        progress = Progress(
+            sum(job.span(k)[1] for k in mine),
+            sum(r["count"] for r in records.values()),
+            quiet,
+            f"worker {worker_index + 1}/{workers}" if workers > 1 else "",
+        )
 
         async def make(shard: int) -> None:
             start, n = job.span(shard)
@@ -372,15 +400,77 @@ async def run_job(
             dataset.manifest.append(record)
             records[shard] = record
 
-        await _run_shards([k for k in range(job.shards) if k not in records], streams, make)
+        await _run_shards([k for k in mine if k not in records], streams, make)
         dataset.manifest.finish(records)
-        return {
+        summary = {
             "out": str(out),
             "images": count,
             "shards": job.shards,
             "model": model,
             "version": job.version,
         }
+        if workers > 1:
+            summary.update(worker_index=worker_index, workers=workers, made_shards=len(mine))
+        return summary
+
+
+def worker_manifest(index: int, workers: int) -> str:
+    return f"manifest.worker-{index:04d}-of-{workers:04d}.jsonl"
+
+
+def merge(out: str | Path) -> dict[str, Any]:
+    """Assemble the manifests of a distributed job's workers into `manifest.jsonl`, once every
+    worker has finished: the folder then equals a one-worker run's, byte for byte (the worker
+    manifests are removed). InvalidArgument when a worker is missing, unfinished or made
+    another job."""
+    out = Path(out)
+    found = sorted(out.glob("manifest.worker-*-of-*.jsonl"))
+    if not found:
+        raise InvalidArgument(f"out: {out} holds no worker manifests to merge")
+    workers = {int(p.name.split("-of-")[1].split(".")[0]) for p in found}
+    if len(workers) != 1:
+        raise InvalidArgument(f"out: worker manifests of different worker counts {workers}")
+    (n,) = workers
+    missing = [i for i in range(n) if not (out / worker_manifest(i, n)).exists()]
+    if missing:
+        raise InvalidArgument(f"out: no manifest from worker(s) {missing} of {n} yet")
+    header, records = None, {}
+    for i in range(n):
+        h, shards = read_manifest(out / worker_manifest(i, n))
+        if header is not None and h != header:
+            raise InvalidArgument(f"worker {i} made another job than worker 0: {h} vs {header}")
+        header = h
+        records.update(shards)
+    assert header is not None
+    dataset = Dataset(out, Job.from_header(header))
+    unfinished = [k for k in range(dataset.job.shards) if k not in records]
+    if unfinished:
+        raise InvalidArgument(
+            f"shards {unfinished[:10]} are not done yet ({len(unfinished)} in all): run their "
+            "workers again (they resume)"
+        )
+    for k, record in sorted(records.items()):
+        problem = _problem(k, dataset.files(k), record["sha256"])
+        if problem:
+            raise InvalidArgument(f"{problem}; run that shard's worker again")
+    _exclusive_check(out)
+    dataset.manifest.finish(records)
+    for path in found:
+        path.unlink()
+    return {"out": str(out), "workers": n, "shards": len(records), "images": header["count"]}
+
+
+def _exclusive_check(out: Path) -> None:
+    """Refuse to merge while a worker still holds the folder."""
+    if fcntl is None:
+        return
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise InvalidArgument(f"out: a worker is still writing to {out}") from None
+    finally:
+        os.close(fd)
 
 
 def verify(out: str | Path) -> list[str]:
@@ -464,6 +554,15 @@ def main_generate(argv: Sequence[str]) -> int:
     size.add_argument("--per-class", type=int, help="images per class (conditional models)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--format", choices=FORMATS, default="npz")
+    p.add_argument(
+        "--workers", type=int, default=1, help="processes sharing the job (then ganserve merge)"
+    )
+    p.add_argument(
+        "--worker-index",
+        type=int,
+        default=int(os.environ.get("JOB_COMPLETION_INDEX", "0")),
+        help="this process's shards: k %% workers == index (default $JOB_COMPLETION_INDEX)",
+    )
     args = p.parse_args(argv)
     try:
         security = _security(args)
@@ -483,9 +582,23 @@ def main_generate(argv: Sequence[str]) -> int:
         version=args.version,
         timeout=args.timeout,
         quiet=args.quiet,
+        worker_index=args.worker_index,
+        workers=args.workers,
         **security,
     )
     return _run_command("ganserve generate", job)
+
+
+def main_merge(argv: Sequence[str]) -> int:
+    if len(argv) != 1:
+        print("usage: ganserve merge DATASET_FOLDER", file=sys.stderr)
+        return 2
+    try:
+        print(json.dumps(merge(argv[0])))
+    except GanserveError as exc:
+        print(f"ganserve merge: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main_verify(argv: Sequence[str]) -> int:

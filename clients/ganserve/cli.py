@@ -12,6 +12,7 @@ commands:
   generate   make a dataset of generated images, resumable (ganserve generate --help)
   translate  translate a folder of PNG images into another, resumable
   verify     check a dataset folder against its manifest
+  merge      assemble the manifests of a job's workers (generate --workers N) into one
   models     list, load or unload a server's models (ganserve models --help)
 """
 
@@ -40,6 +41,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ganserve.bulk import main_translate
 
         return main_translate(rest)
+    if command == "merge":
+        from ganserve.bulk import main_merge
+
+        return main_merge(rest)
     if command == "verify":
         from ganserve.bulk import main_verify
 

@@ -7,7 +7,9 @@
 Every call is idempotent (an image is a function of model version, seed, index and label), so
 UNAVAILABLE, RESOURCE_EXHAUSTED and a CANCELLED the caller did not ask for are retried with
 exponential backoff and full jitter, each attempt on the next address (round-robin), within
-the call's `timeout`. A stream that fails
+the call's `timeout`. Within one address gRPC's `round_robin` policy balances: give a target
+that resolves to every replica (`dns:///ganserve-headless.ns.svc.cluster.local:8500`, or
+`ipv4:10.0.0.1:8500,10.0.0.2:8500`) and each call goes to the next ready one. A stream that fails
 midway resumes after the last image it delivered.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import random
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -49,6 +52,9 @@ class RetryPolicy:
         return rng.uniform(
             0, min(self.max_backoff, self.initial_backoff * self.multiplier**attempt)
         )
+
+
+ROUND_ROBIN = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
 
 
 def _addresses(address: str | Sequence[str]) -> list[str]:
@@ -100,6 +106,10 @@ class _Base:
         options = [
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),
+            # gRPC's own balancing within one address: a target that resolves to several
+            # backends (dns:///a-headless-service:8500, ipv4:10.0.0.1:8500,10.0.0.2:8500)
+            # spreads its calls over all of them, and drops those that go away
+            ("grpc.service_config", ROUND_ROBIN),
         ]
         credentials = _credentials(tls)
         module = grpc.aio if self._aio else grpc

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ganserve.bulk import run_job, verify
+from ganserve.bulk import merge, run_job, verify
 from ganserve.cli import main
 from ganserve.errors import InvalidArgument
 from tests.servers import CGAN, DCGAN, RunningServer
@@ -219,3 +219,45 @@ def test_bulk_translation_of_a_folder_resumes_to_the_same_bytes(
     assert verify(out) == ["shard 4: files missing or not matching the manifest"]
     with pytest.raises(InvalidArgument, match="use `ganserve generate`"):
         translate(tmp_path / "wrong", model=DCGAN)
+
+
+@pytest.mark.parametrize("fmt", ["npz", "png"])
+def test_three_worker_processes_then_merge_equal_one_worker_byte_for_byte(
+    server: RunningServer, tmp_path: Path, fmt: str
+) -> None:
+    one, three = tmp_path / "one", tmp_path / "three"
+    job(server, one, count=1000, fmt=fmt)
+    argv = [
+        *(sys.executable, "-m", "ganserve.cli", "generate", "--model", CGAN, "--count", "1000"),
+        *("--shard-size", "100", "--seed", "3", "--format", fmt, "--server", server.address),
+        *("--out", str(three), "--workers", "3"),
+    ]
+    workers = [
+        subprocess.Popen(argv, env={**os.environ, "JOB_COMPLETION_INDEX": str(i)},
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(3)
+    ]  # fmt: skip
+    results = [w.communicate(timeout=300) for w in workers]
+    assert [w.returncode for w in workers] == [0, 0, 0], results
+    made = sorted(json.loads(out)["made_shards"] for out, _ in results)
+    assert made == [3, 3, 4]  # shards k with k % 3 == index, no coordination
+    assert "worker 2/3: " in results[1][1]  # per-worker progress, as log lines off a terminal
+    assert main(["verify", str(three)]) == 1  # not merged yet: no manifest.jsonl
+    assert main(["merge", str(three)]) == 0
+    assert checksums(three) == checksums(one)  # the manifest too
+    assert main(["verify", str(three)]) == 0
+
+
+def test_merge_refuses_a_job_whose_workers_have_not_all_finished(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    out = tmp_path / "ds"
+    job(server, out, count=600, worker_index=0, workers=2)
+    with pytest.raises(InvalidArgument, match=r"worker\(s\) \[1\] of 2"):
+        merge(out)
+    job(server, out, count=600, worker_index=1, workers=2)
+    (out / "shard-00003.npz").unlink()  # worker 1's
+    with pytest.raises(InvalidArgument, match="run that shard's worker again"):
+        merge(out)
+    job(server, out, count=600, worker_index=1, workers=2)  # resumes: remakes shard 3 only
+    assert merge(out)["shards"] == 6 and verify(out) == []

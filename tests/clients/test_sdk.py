@@ -217,3 +217,16 @@ def test_a_call_cancelled_by_the_server_side_is_retried_and_one_the_caller_cance
             await server.stop(0)
 
     asyncio.run(go())
+
+
+def test_one_target_naming_two_servers_is_balanced_by_grpcs_round_robin(
+    make_server: Callable,
+) -> None:
+    a, b = make_server(), make_server()
+    target = f"ipv4:127.0.0.1:{a.server.port},127.0.0.1:{b.server.port}"
+    with Client(target) as client:
+        for _ in range(40):
+            client.sample(DCGAN, 1)
+    calls = [s.metric("ganserve_requests_total", model=DCGAN, method="Sample") for s in (a, b)]
+    # each call to the next ready backend (the first few to whichever connected first)
+    assert sum(calls) == 40 and min(calls) >= 12, calls
