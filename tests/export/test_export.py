@@ -195,3 +195,25 @@ def test_serving_config_is_optional_and_strict(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text('{"instances": 0}')
     with pytest.raises(RepositoryError, match="instances must be a positive integer"):
         read_serving_config(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("policy", "ok"),
+    [
+        ('"all"', True),
+        ('{"latest": 2}', True),
+        ('{"specific": [1, 3]}', True),
+        ('{"latest": 0}', False),
+        ('{"latest": true}', False),
+        ('{"specific": [0]}', False),
+        ('{"latest": 1, "specific": [1]}', False),
+        ('"newest"', False),
+    ],
+)
+def test_version_policies_are_checked(tmp_path: Path, policy: str, ok: bool) -> None:
+    (tmp_path / "config.json").write_text(f'{{"version_policy": {policy}}}')
+    if ok:
+        assert read_serving_config(tmp_path).version_policy is not None
+    else:
+        with pytest.raises(RepositoryError, match="version_policy must be"):
+            read_serving_config(tmp_path)
