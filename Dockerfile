@@ -48,6 +48,6 @@ EXPOSE 8500 8501
 
 # Asks the gRPC health service: healthy once the models are loaded and warmed up.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
-    CMD ["python3", "-m", "server.healthcheck"]
+    CMD ["python3", "-m", "ganserve.server.healthcheck"]
 
 ENTRYPOINT ["ganserve", "serve"]

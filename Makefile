@@ -49,21 +49,21 @@ protos: $(VENV)/.dev-installed
 ## models: rebuild the shipped generators end to end (train → evaluate → export → verify), ~50 min;
 ## replaces runs/{dcgan,cgan,pix2pix}-mnist and models/mnist-*, keeps a trained runs/classifier
 models: $(VENV)/.dev-installed
-	test -f runs/classifier/classifier.pt || $(BIN)/python -m training classifier
+	test -f runs/classifier/classifier.pt || $(BIN)/python -m ganserve.training classifier
 	rm -rf runs/dcgan-mnist runs/cgan-mnist runs/pix2pix-mnist
-	$(BIN)/python -m training dcgan --out runs/dcgan-mnist
-	$(BIN)/python -m training cgan --out runs/cgan-mnist
-	$(BIN)/python -m training pix2pix --out runs/pix2pix-mnist
+	$(BIN)/python -m ganserve.training dcgan --out runs/dcgan-mnist
+	$(BIN)/python -m ganserve.training cgan --out runs/cgan-mnist
+	$(BIN)/python -m ganserve.training pix2pix --out runs/pix2pix-mnist
 	rm -rf models/mnist-dcgan models/mnist-cgan models/mnist-edges2digits
-	$(BIN)/python -m export runs/dcgan-mnist/checkpoint.pt --name mnist-dcgan --fp16
-	$(BIN)/python -m export runs/cgan-mnist/checkpoint.pt --name mnist-cgan --fp16
-	$(BIN)/python -m export runs/pix2pix-mnist/checkpoint.pt --name mnist-edges2digits
+	$(BIN)/python -m ganserve.export runs/dcgan-mnist/checkpoint.pt --name mnist-dcgan --fp16
+	$(BIN)/python -m ganserve.export runs/cgan-mnist/checkpoint.pt --name mnist-cgan --fp16
+	$(BIN)/python -m ganserve.export runs/pix2pix-mnist/checkpoint.pt --name mnist-edges2digits
 	for m in mnist-dcgan mnist-cgan mnist-edges2digits; do \
-		$(BIN)/python -m export.evaluate models/$$m/1/model.onnx > models/$$m/1/evaluation.json; done
+		$(BIN)/python -m ganserve.export.evaluate models/$$m/1/model.onnx > models/$$m/1/evaluation.json; done
 
 ## demo: a short DCGAN training run on MNIST (10 epochs), with its evaluation
 demo: $(VENV)/.dev-installed
-	$(BIN)/python -m training dcgan --out runs/demo --epochs 10
+	$(BIN)/python -m ganserve.training dcgan --out runs/demo --epochs 10
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -3,11 +3,11 @@
     .venv/bin/python -m bench.fuzz [--cases 100000] [--seed 0]
 
 The strategies are the test suite's (`tests/server/test_fuzz.py`, built from the proto's
-descriptors; the suite runs 500 of them). The server is `python -m server` on port 0 with the
-shipped models, in its own process, so that its RSS is its own (hypothesis's bookkeeping grows
-in this one). It stops at the first INTERNAL or UNKNOWN answer, printing the request. Half
-the cases are messages, half mutated bytes. It prints the server's RSS after the first 1,000
-cases and at the end: memory stays bounded (exit status 1 past 20% growth).
+descriptors; the suite runs 500 of them). The server is `python -m ganserve.server` on port 0
+with the shipped models, in its own process, so that its RSS is its own (hypothesis's
+bookkeeping grows in this one). It stops at the first INTERNAL or UNKNOWN answer, printing
+the request. Half the cases are messages, half mutated bytes. It prints the server's RSS after
+the first 1,000 cases and at the end: memory stays bounded (exit status 1 past 20% growth).
 """
 
 from __future__ import annotations

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import torch
 
-from export.onnx_export import export_checkpoint
-from training import checkpoint
-from training.config import TrainConfig
-from training.dcgan import weights_init
-from training.families import build_generator
+from ganserve.export.onnx_export import export_checkpoint
+from ganserve.training import checkpoint
+from ganserve.training.config import TrainConfig
+from ganserve.training.dcgan import weights_init
+from ganserve.training.families import build_generator
 
 
 def main() -> int:

@@ -22,12 +22,12 @@ from typing import Any
 import grpc
 import onnxruntime as ort
 
-from export.metadata import ModelCard
+from ganserve.export.metadata import ModelCard
 from ganserve.latent import latents
+from ganserve.server.runner import choose_providers
 from ganserve.tensor import to_tensor
 from ganserve.v1 import ganserve_pb2 as pb
 from ganserve.v1 import ganserve_pb2_grpc as pb_grpc
-from server.runner import choose_providers
 
 
 class PlainGenerator(pb_grpc.GeneratorServicer):

@@ -44,10 +44,10 @@ from pathlib import Path
 import grpc
 import onnxruntime as ort
 
-from export.metadata import example_inputs
+from ganserve.export.metadata import example_inputs
+from ganserve.server.runner import Runner
 from ganserve.v1 import ganserve_pb2 as pb
 from ganserve.v1 import ganserve_pb2_grpc as pb_grpc
-from server.runner import Runner
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_MODELS = ROOT / "runs" / "bench-models"
@@ -155,12 +155,12 @@ class Server:
 
 
 def ganserve(repository: Path, device: str, extra: list[str]) -> list[str]:
-    """`python -m server` on a free port, metrics off, with `extra` flags."""
+    """`python -m ganserve.server` on a free port, metrics off, with `extra` flags."""
     flags = [
         *("--model-repository", str(repository), "--device", device, "--port", "0"),
         *("--metrics-port", "-1", "--log-level", "WARNING"),
     ]
-    return [sys.executable, "-m", "server", *flags, *extra]
+    return [sys.executable, "-m", "ganserve.server", *flags, *extra]
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.soak [--minutes 10] [--restart-every 120] [--clients 64]
 
-Two `python -m server` replicas on the shipped models. 64 SDK clients (one AsyncClient over
+Two `python -m ganserve.server` replicas on the shipped models. 64 SDK clients (one AsyncClient over
 both addresses) loop until the time is up, each call drawn at random:
 
 - valid calls (Sample, Generate with random labels, Translate, a SampleStream read to the end),
@@ -56,11 +56,12 @@ CLIENT_ERRORS = {
 
 
 class Replica:
-    """`python -m server` on the shipped models; `port` 0 picks one, and a restart reuses it."""
+    """`python -m ganserve.server` on the shipped models; `port` 0 picks one, and a restart
+    reuses it."""
 
     def __init__(self, port: int, log: Path) -> None:
         argv = [
-            *(sys.executable, "-m", "server", "--model-repository", str(ROOT / "models")),
+            *(sys.executable, "-m", "ganserve.server", "--model-repository", str(ROOT / "models")),
             *("--port", str(port), "--metrics-port", "-1", "--grace-seconds", "10"),
             *("--log-level", "WARNING"),
         ]

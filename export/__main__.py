@@ -1,4 +1,5 @@
-"""`python -m export CHECKPOINT --name NAME`: export, verify, add a version to the repository."""
+"""`python -m ganserve.export CHECKPOINT --name NAME`: export, verify, add a version to the
+repository."""
 
 from __future__ import annotations
 
@@ -9,18 +10,25 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from export.onnx_export import ExportError, ExportResult, export_checkpoint
-from export.repository import FP16_MODEL_FILE, MODEL_FILE, RepositoryError, next_version_dir
-from training.checkpoint import CheckpointError
+from ganserve.export.onnx_export import ExportError, ExportResult, export_checkpoint
+from ganserve.export.repository import (
+    FP16_MODEL_FILE,
+    MODEL_FILE,
+    RepositoryError,
+    next_version_dir,
+)
+from ganserve.training.checkpoint import CheckpointError
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m export",
+        prog="python -m ganserve.export",
         description="Export a training checkpoint to ONNX, check it against PyTorch, and add "
         "it to the model repository as the next version (models/<name>/<version>/model.onnx).",
     )
-    p.add_argument("checkpoint", type=Path, help="checkpoint.pt written by python -m training")
+    p.add_argument(
+        "checkpoint", type=Path, help="checkpoint.pt written by python -m ganserve.training"
+    )
     p.add_argument("--name", help="model name in the repository, e.g. mnist-dcgan")
     p.add_argument("--repository", type=Path, default=Path("models"), help="default: models/")
     p.add_argument("--out", type=Path, help="write this one file instead of a repository version")

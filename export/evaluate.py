@@ -1,7 +1,7 @@
 """Judge an exported model through ONNX Runtime with the training evaluation (the shipped models'
 quality bar holds for what the server runs, not only for the PyTorch checkpoint).
 
-`python -m export.evaluate models/mnist-cgan/1/model.onnx` prints the JSON report.
+`python -m ganserve.export.evaluate models/mnist-cgan/1/model.onnx` prints the JSON report.
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from export.metadata import ModelCard
+from ganserve.export.metadata import ModelCard
 from ganserve.tensor import to_uint8, to_unit
-from training import data
-from training.classifier import load_or_train
-from training.config import TrainConfig
-from training.evaluate import evaluate
-from training.trainer import DEFAULT_CLASSIFIER
+from ganserve.training import data
+from ganserve.training.classifier import load_or_train
+from ganserve.training.config import TrainConfig
+from ganserve.training.evaluate import evaluate
+from ganserve.training.trainer import DEFAULT_CLASSIFIER
 
 
 class OnnxGenerator(nn.Module):
@@ -66,7 +66,7 @@ def evaluate_onnx(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m export.evaluate", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m ganserve.export.evaluate", description=__doc__)
     p.add_argument("model", type=Path, help="an exported model.onnx")
     p.add_argument("--classifier", type=Path, default=DEFAULT_CLASSIFIER)
     p.add_argument("--samples", type=int, default=1000)

@@ -136,7 +136,7 @@ class ModelCard:
             except KeyError:
                 raise ModelCardError(
                     f"{PREFIX}{key}: missing from the model's metadata (was it exported by "
-                    "`python -m export`?)"
+                    "`python -m ganserve.export`?)"
                 ) from None
 
         if get("format") != FORMAT:

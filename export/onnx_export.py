@@ -22,9 +22,9 @@ import onnx
 import torch
 from torch import nn
 
-from export.metadata import ModelCard, TensorSpec, example_inputs
-from training.checkpoint import load_generator
-from training.config import TrainConfig
+from ganserve.export.metadata import ModelCard, TensorSpec, example_inputs
+from ganserve.training.checkpoint import load_generator
+from ganserve.training.config import TrainConfig
 
 OPSET = 17
 KIND_OF_FAMILY = {"dcgan": "unconditional", "cgan": "conditional", "pix2pix": "translation"}

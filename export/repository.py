@@ -12,7 +12,7 @@ Beside the versions, an optional `<root>/<name>/config.json` holds serving knobs
 version at once; `intra_op_threads` is the threads each of them uses on the CPU.
 
 `precision: "fp16"` serves `model.fp16.onnx` from the version folder (made by
-`python -m export ... --fp16`) instead of `model.onnx`. Torch-free: the server reads it.
+`python -m ganserve.export ... --fp16`) instead of `model.onnx`. Torch-free: the server reads it.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""`python -m server`: the same as `ganserve serve`."""
+"""`python -m ganserve.server`: the same as `ganserve serve`."""
 
 import sys
 
-from server.app import main
+from ganserve.server.app import main
 
 sys.exit(main())

@@ -1,4 +1,4 @@
-"""Start, run and drain a ganserve server: `ganserve serve` or `python -m server`.
+"""Start, run and drain a ganserve server: `ganserve serve` or `python -m ganserve.server`.
 
 Order of events: metrics endpoint up; gRPC port bound with health NOT_SERVING; every model
 version loaded and warmed up (a failure stays with that version); health SERVING. SIGTERM or
@@ -21,15 +21,15 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from export.repository import RepositoryError
+from ganserve.export.repository import RepositoryError
+from ganserve.server.config import ServerConfig, parse
+from ganserve.server.metrics import Metrics
+from ganserve.server.models import ModelRepository
+from ganserve.server.runner import fix_mmap_threshold, trim_heap
+from ganserve.server.security import TokenAuth, server_credentials
+from ganserve.server.service import GeneratorService, add_to_server
+from ganserve.server.workers import supervise
 from ganserve.v1 import ganserve_pb2
-from server.config import ServerConfig, parse
-from server.metrics import Metrics
-from server.models import ModelRepository
-from server.runner import fix_mmap_threshold, trim_heap
-from server.security import TokenAuth, server_credentials
-from server.service import GeneratorService, add_to_server
-from server.workers import supervise
 
 log = logging.getLogger("ganserve.server")
 SERVICE_NAME = ganserve_pb2.DESCRIPTOR.services_by_name["Generator"].full_name

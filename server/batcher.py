@@ -33,7 +33,7 @@ from typing import Any, TypeAlias
 
 import numpy as np
 
-from server.metrics import Metrics
+from ganserve.server.metrics import Metrics
 
 Run = Callable[[dict[str, np.ndarray]], np.ndarray]
 

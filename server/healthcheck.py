@@ -1,4 +1,5 @@
-"""`python -m server.healthcheck [ADDRESS]`: exit 0 when the server reports SERVING, else 1.
+"""`python -m ganserve.server.healthcheck [ADDRESS]`: exit 0 when the server reports SERVING,
+else 1.
 
 For container health checks. ADDRESS defaults to 127.0.0.1:$GANSERVE_PORT (8500). It reads the
 server's own environment, so the image's HEALTHCHECK works however the server was set up:

@@ -14,18 +14,18 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from export.metadata import ModelCard
-from export.repository import (
+from ganserve.export.metadata import ModelCard
+from ganserve.export.repository import (
     RepositoryError,
     ServingConfig,
     model_names,
     read_serving_config,
     versions,
 )
-from server.batcher import Batcher
-from server.config import ServerConfig
-from server.metrics import Metrics
-from server.runner import CUDA, Runner, choose_providers, cpu_cores, plan_instances
+from ganserve.server.batcher import Batcher
+from ganserve.server.config import ServerConfig
+from ganserve.server.metrics import Metrics
+from ganserve.server.runner import CUDA, Runner, choose_providers, cpu_cores, plan_instances
 
 log = logging.getLogger("ganserve.models")
 

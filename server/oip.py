@@ -19,11 +19,11 @@ from typing import Any
 import grpc
 import numpy as np
 
-from export.metadata import ModelCard
+from ganserve.export.metadata import ModelCard
 from ganserve.oip import grpc_service_pb2 as oip
+from ganserve.server.models import ModelNotFound, ModelUnavailable, ModelVersion, shown
+from ganserve.server.service import Abort, GeneratorService, invalid
 from ganserve.v1 import ganserve_pb2 as pb
-from server.models import ModelNotFound, ModelUnavailable, ModelVersion, shown
-from server.service import Abort, GeneratorService, invalid
 
 SERVER_NAME = "ganserve"
 SERVER_VERSION = "0.1.0"

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from export.metadata import ModelCard, example_inputs
+from ganserve.export.metadata import ModelCard, example_inputs
 
 log = logging.getLogger("ganserve.runner")
 CUDA = "CUDAExecutionProvider"

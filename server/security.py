@@ -21,8 +21,8 @@ from typing import Any
 
 import grpc
 
-from server.config import ServerConfig
-from server.metrics import Metrics
+from ganserve.server.config import ServerConfig
+from ganserve.server.metrics import Metrics
 
 OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 log = logging.getLogger("ganserve.security")

@@ -18,17 +18,23 @@ import numpy as np
 from google.protobuf.descriptor import FileDescriptor, ServiceDescriptor
 from google.protobuf.message import DecodeError
 
-from export.metadata import ModelCard
+from ganserve.export.metadata import ModelCard
 from ganserve.latent import MIN_TRUNCATION, latents
 from ganserve.png import encode_png
+from ganserve.server.batcher import Queued, QueueFull
+from ganserve.server.config import ServerConfig
+from ganserve.server.metrics import Metrics
+from ganserve.server.models import (
+    ModelNotFound,
+    ModelRepository,
+    ModelUnavailable,
+    ModelVersion,
+    shown,
+)
+from ganserve.server.runner import cpu_cores
 from ganserve.tensor import from_tensor, to_tensor, to_uint8, to_unit
 from ganserve.v1 import ganserve_pb2 as pb
 from ganserve.v1 import ganserve_pb2_grpc as pb_grpc
-from server.batcher import Queued, QueueFull
-from server.config import ServerConfig
-from server.metrics import Metrics
-from server.models import ModelNotFound, ModelRepository, ModelUnavailable, ModelVersion, shown
-from server.runner import cpu_cores
 
 MAX_CHUNK_SIZE = 4096
 OFF_LOOP_LABELS = 1 << 16  # longer label lists are converted on the worker pool
@@ -564,7 +570,7 @@ def add_to_server(service: GeneratorService, server: grpc.aio.Server) -> None:
     """Register ganserve.v1 and the Open Inference Protocol over one GeneratorService, each rpc
     instrumented (status codes, request metrics); malformed request bytes are INVALID_ARGUMENT."""
     from ganserve.oip import grpc_service_pb2, grpc_service_pb2_grpc
-    from server.oip import InferenceService
+    from ganserve.server.oip import InferenceService
 
     v1 = pb.DESCRIPTOR.services_by_name["Generator"]
     pb_grpc.add_GeneratorServicer_to_server(

@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from dataclasses import fields, replace
 from pathlib import Path
 
-from server.config import ServerConfig
+from ganserve.server.config import ServerConfig
 
 log = logging.getLogger("ganserve.workers")
 READY = "gRPC on "
@@ -53,8 +53,8 @@ def reserve_port(host: str, port: int) -> Iterator[int]:
 
 
 def worker_command(config: ServerConfig) -> list[str]:
-    """`python -m server` with every setting of `config` spelled out as a flag."""
-    argv = [sys.executable, "-m", "server"]
+    """`python -m ganserve.server` with every setting of `config` spelled out as a flag."""
+    argv = [sys.executable, "-m", "ganserve.server"]
     for f in fields(ServerConfig):
         value = getattr(config, f.name)
         text = str(value).lower() if isinstance(value, bool) else str(value)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from ganserve.training.classifier import ClassifierResult, load_or_train
 from tests.servers import BASE, RunningServer
-from training.classifier import ClassifierResult, load_or_train
 
 
 @pytest.fixture(autouse=True)

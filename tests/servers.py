@@ -16,10 +16,10 @@ from typing import Any, TypeVar
 import grpc
 import numpy as np
 
+from ganserve.server.app import GanServer
+from ganserve.server.config import ServerConfig
 from ganserve.v1 import ganserve_pb2 as pb
 from ganserve.v1 import ganserve_pb2_grpc as pb_grpc
-from server.app import GanServer
-from server.config import ServerConfig
 
 T = TypeVar("T")
 MODELS = Path(__file__).resolve().parents[1] / "models"
@@ -75,13 +75,13 @@ class RunningServer:
 
 
 class ServerProcess:
-    """`python -m server` in a subprocess on the shipped models, port 0, metrics off; `flags`
-    add to or override those (the last flag wins). Ready once it printed its `gRPC on` line
+    """`python -m ganserve.server` in a subprocess on the shipped models, port 0, metrics off;
+    `flags` add to or override those (the last flag wins). Ready once it printed its `gRPC on` line
     (`line`, `port`); as a context manager, it is always stopped at the end."""
 
     def __init__(self, *flags: str, env: dict[str, str] | None = None) -> None:
         argv = [
-            *(sys.executable, "-m", "server", "--model-repository", str(MODELS)),
+            *(sys.executable, "-m", "ganserve.server", "--model-repository", str(MODELS)),
             *("--port", "0", "--metrics-port", "-1", "--log-level", "WARNING", *flags),
         ]
         self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env)

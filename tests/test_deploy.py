@@ -15,7 +15,7 @@ import kubernetes.client as k8s
 import pytest
 import yaml
 
-from server.config import parse
+from ganserve.server.config import parse
 
 ROOT = Path(__file__).resolve().parents[1]
 KUBECTL = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or "kubectl"

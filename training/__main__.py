@@ -1,7 +1,7 @@
-"""`python -m training`: see training.cli."""
+"""`python -m ganserve.training`: see training.cli."""
 
 import sys
 
-from training.cli import main
+from ganserve.training.cli import main
 
 sys.exit(main())

@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from training.config import TrainConfig
-from training.data import Split
-from training.dcgan import DCGAN, discriminator_body, generator_body
+from ganserve.training.config import TrainConfig
+from ganserve.training.data import Split
+from ganserve.training.dcgan import DCGAN, discriminator_body, generator_body
 
 EMBED_DIM = 50  # size of G's label embedding, concatenated to z
 

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from training.config import ConfigError, TrainConfig
+from ganserve.training.config import ConfigError, TrainConfig
 
 FORMAT = "ganserve.checkpoint/1"
 
@@ -51,7 +51,7 @@ def config_of(state: dict[str, Any], path: str | Path = "checkpoint") -> TrainCo
 
 def load_generator(path: str | Path) -> tuple[nn.Module, TrainConfig, dict[str, Any]]:
     """(netG in eval mode, its config, the whole checkpoint) from a checkpoint file alone."""
-    from training.families import build_generator
+    from ganserve.training.families import build_generator
 
     state = load(path)
     config = config_of(state, path)

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from training import checkpoint, data
-from training.config import TrainConfig
+from ganserve.training import checkpoint, data
+from ganserve.training.config import TrainConfig
 
 CLASSIFIER_SIZE = 32  # images are resized to 32x32 grey before classification
 FEATURES = 128

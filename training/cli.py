@@ -1,4 +1,5 @@
-"""`python -m training {dcgan,cgan,pix2pix,evaluate,classifier}`: train, evaluate, judge."""
+"""`python -m ganserve.training {dcgan,cgan,pix2pix,evaluate,classifier}`: train, evaluate,
+judge."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from training.config import FAMILIES, LOSSES, ConfigError, TrainConfig
+from ganserve.training.config import FAMILIES, LOSSES, ConfigError, TrainConfig
 
 # Per-family defaults that differ from TrainConfig's, chosen by measurement (docs/training.md):
 # on 4,000 digits, more steps with a narrower net beat fewer with ngf 64, and a linear
@@ -92,7 +93,7 @@ def _add_train_parser(sub: argparse._SubParsersAction, family: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
-    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m ganserve.training", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for family in FAMILIES:
         _add_train_parser(sub, family)
@@ -119,9 +120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     # Imported here so that `--help` and argument errors answer without loading torch.
-    from training import trainer
-    from training.checkpoint import CheckpointError
-    from training.data import DatasetError
+    from ganserve.training import trainer
+    from ganserve.training.checkpoint import CheckpointError
+    from ganserve.training.data import DatasetError
 
     classifier = (args.classifier or trainer.DEFAULT_CLASSIFIER) if "classifier" in args else None
     try:
@@ -153,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 json.dumps(evaluate_checkpoint(args.checkpoint, classifier, args.samples), indent=2)
             )
         else:
-            from training.classifier import load_or_train
+            from ganserve.training.classifier import load_or_train
 
             out = args.out or trainer.DEFAULT_CLASSIFIER
             if out.exists():
@@ -169,10 +170,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def evaluate_checkpoint(path: Path, classifier_path: Path, samples: int) -> dict[str, object]:
     """The evaluation report of a saved generator, on the data it was trained on."""
-    from training import data
-    from training.checkpoint import load_generator
-    from training.classifier import load_or_train
-    from training.evaluate import evaluate
+    from ganserve.training import data
+    from ganserve.training.checkpoint import load_generator
+    from ganserve.training.classifier import load_or_train
+    from ganserve.training.evaluate import evaluate
 
     netG, config, _ = load_generator(path)
     train_split, held_split = data.load(config)

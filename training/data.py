@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from training.config import TrainConfig
+from ganserve.training.config import TrainConfig
 
 SPLIT_SEED = 20140610  # fixed: the held-out digits never change between runs
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")

@@ -12,9 +12,9 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from training.config import TrainConfig
-from training.data import Split
-from training.gan import GAN, StepStats, evaluating, frozen
+from ganserve.training.config import TrainConfig
+from ganserve.training.data import Split
+from ganserve.training.gan import GAN, StepStats, evaluating, frozen
 
 
 def weights_init(module: nn.Module) -> None:

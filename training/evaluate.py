@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from training.classifier import DigitClassifier, to_classifier_input
-from training.config import TrainConfig
-from training.data import Split
+from ganserve.training.classifier import DigitClassifier, to_classifier_input
+from ganserve.training.config import TrainConfig
+from ganserve.training.data import Split
 
 # The bar each shipped generator must clear (issue #2); `passes` in a report says whether it did.
 MIN_CLASS_ACCURACY = 0.90

@@ -5,14 +5,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from training.cgan import CGAN
-from training.cgan import build_generator as build_cgan_generator
-from training.config import TrainConfig
-from training.dcgan import DCGAN
-from training.dcgan import build_generator as build_dcgan_generator
-from training.gan import GAN
-from training.pix2pix import Pix2Pix
-from training.pix2pix import build_generator as build_pix2pix_generator
+from ganserve.training.cgan import CGAN
+from ganserve.training.cgan import build_generator as build_cgan_generator
+from ganserve.training.config import TrainConfig
+from ganserve.training.dcgan import DCGAN
+from ganserve.training.dcgan import build_generator as build_dcgan_generator
+from ganserve.training.gan import GAN
+from ganserve.training.pix2pix import Pix2Pix
+from ganserve.training.pix2pix import build_generator as build_pix2pix_generator
 
 _GANS: dict[str, type[GAN]] = {"dcgan": DCGAN, "cgan": CGAN, "pix2pix": Pix2Pix}
 _GENERATORS = {

@@ -10,8 +10,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from training.config import TrainConfig
-from training.data import Split
+from ganserve.training.config import TrainConfig
+from ganserve.training.data import Split
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ class GAN(abc.ABC):
     """A family's networks and update rule. Subclasses build the nets and define one step."""
 
     def __init__(self, config: TrainConfig, device: torch.device) -> None:
-        from training.dcgan import weights_init
+        from ganserve.training.dcgan import weights_init
 
         self.config = config
         self.device = device

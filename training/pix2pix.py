@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from training.config import TrainConfig
-from training.data import Split
-from training.gan import GAN, StepStats, evaluating, frozen
+from ganserve.training.config import TrainConfig
+from ganserve.training.data import Split
+from ganserve.training.gan import GAN, StepStats, evaluating, frozen
 
 
 class UnetSkipConnectionBlock(nn.Module):

@@ -18,12 +18,12 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from training import checkpoint, data
-from training.classifier import load_or_train
-from training.config import TrainConfig
-from training.evaluate import evaluate
-from training.families import build_gan
-from training.images import save_grid
+from ganserve.training import checkpoint, data
+from ganserve.training.classifier import load_or_train
+from ganserve.training.config import TrainConfig
+from ganserve.training.evaluate import evaluate
+from ganserve.training.families import build_gan
+from ganserve.training.images import save_grid
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command, rest = args[0], args[1:]
     if command == "serve":
         try:
-            from server.app import main as serve_main
+            from ganserve.server.app import main as serve_main
         except ImportError as exc:
             print(
                 f"ganserve serve needs the server: pip install 'ganserve[serve]' ({exc})",

@@ -4,6 +4,7 @@ oldest protobuf its generated code allows (6.30) and on the newest (7)."""
 import hashlib
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,23 @@ def test_sdk_installs_alone_and_calls_a_server(
     assert version.startswith("6.30." if "6.30" in protobuf else "7.")
     want = images(server.stub.Sample(pb.SampleRequest(model=DCGAN, count=4, seed=3)))
     assert digest == hashlib.sha256(want).hexdigest()
+
+
+@pytest.mark.timeout(300)
+def test_the_wheel_installs_one_top_level_package(tmp_path: Path) -> None:
+    """server, training and export install as ganserve.server, ganserve.training and
+    ganserve.export: nothing else lands in site-packages to collide with other projects."""
+    source = tmp_path / "src"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(source)], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+         "-w", str(tmp_path / "dist"), str(source)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    (wheel,) = (tmp_path / "dist").glob("ganserve-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+    tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert tops == {"ganserve"}
+    for module in ("server/app.py", "training/cli.py", "export/onnx_export.py", "oip/__init__.py"):
+        assert f"ganserve/{module}" in names

@@ -9,13 +9,13 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from export.__main__ import main as export_main
-from export.metadata import ModelCard, ModelCardError, TensorSpec, example_inputs
-from export.onnx_export import ExportError, ServingHead, export_checkpoint, verify
-from export.repository import RepositoryError, read_serving_config
-from training import checkpoint
-from training.config import TrainConfig
-from training.trainer import train
+from ganserve.export.__main__ import main as export_main
+from ganserve.export.metadata import ModelCard, ModelCardError, TensorSpec, example_inputs
+from ganserve.export.onnx_export import ExportError, ServingHead, export_checkpoint, verify
+from ganserve.export.repository import RepositoryError, read_serving_config
+from ganserve.training import checkpoint
+from ganserve.training.config import TrainConfig
+from ganserve.training.trainer import train
 
 KINDS = {"dcgan": "unconditional", "cgan": "conditional", "pix2pix": "translation"}
 

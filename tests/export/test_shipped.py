@@ -4,12 +4,12 @@ from pathlib import Path
 
 import pytest
 
-from export.evaluate import OnnxGenerator
-from export.metadata import ModelCard
-from training import data
-from training.classifier import ClassifierResult
-from training.config import TrainConfig
-from training.evaluate import MIN_CLASS_ACCURACY, MIN_PSNR_DB, evaluate
+from ganserve.export.evaluate import OnnxGenerator
+from ganserve.export.metadata import ModelCard
+from ganserve.training import data
+from ganserve.training.classifier import ClassifierResult
+from ganserve.training.config import TrainConfig
+from ganserve.training.evaluate import MIN_CLASS_ACCURACY, MIN_PSNR_DB, evaluate
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 SHIPPED = {

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from server.batcher import Batcher, QueueFull
-from server.metrics import Metrics
+from ganserve.server.batcher import Batcher, QueueFull
+from ganserve.server.metrics import Metrics
 
 
 class Instance:

@@ -5,7 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from server.config import ServerConfig, ServerConfigError, add_arguments, env_name, parse, resolve
+from ganserve.server.config import (
+    ServerConfig,
+    ServerConfigError,
+    add_arguments,
+    env_name,
+    parse,
+    resolve,
+)
 
 
 def parsed(argv: list[str]) -> argparse.Namespace:

@@ -193,7 +193,7 @@ def test_unknown_model_version_and_wrong_kind(server: RunningServer) -> None:
 
 
 def test_container_healthcheck_asks_the_health_service(server: RunningServer) -> None:
-    from server.healthcheck import check, main
+    from ganserve.server.healthcheck import check, main
 
     assert check(server.address)
     assert main([server.address]) == 0

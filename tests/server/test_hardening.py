@@ -21,12 +21,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ganserve.server.app import GanServer
+from ganserve.server.models import ModelRepository
+from ganserve.server.service import _labels_array
 from ganserve.tensor import to_tensor
 from ganserve.v1 import ganserve_pb2 as pb
 from ganserve.v1 import ganserve_pb2_grpc as pb_grpc
-from server.app import GanServer
-from server.models import ModelRepository
-from server.service import _labels_array
 from tests.servers import BASE, CGAN, DCGAN, PIX2PIX, RunningServer, ServerProcess, images
 
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import yaml
 
-from server.config import parse
+from ganserve.server.config import parse
 
 MANIFEST = Path(__file__).resolve().parents[2] / "deploy" / "kserve" / "inferenceservice.yaml"
 

@@ -22,8 +22,8 @@ from ganserve.cli import main as cli
 from ganserve.latent import latents
 from ganserve.oip import grpc_service_pb2 as oip
 from ganserve.oip import grpc_service_pb2_grpc as oip_grpc
+from ganserve.server.runner import Runner
 from ganserve.v1 import ganserve_pb2 as pb
-from server.runner import Runner
 from tests.servers import CGAN, DCGAN, MODELS, RunningServer, images
 
 SEED = 5

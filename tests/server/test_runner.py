@@ -2,8 +2,8 @@
 
 import pytest
 
-from export.metadata import example_inputs
-from server.runner import CPU, CUDA, Runner, plan_instances
+from ganserve.export.metadata import example_inputs
+from ganserve.server.runner import CPU, CUDA, Runner, plan_instances
 from tests.servers import DCGAN, MODELS
 
 

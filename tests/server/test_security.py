@@ -18,8 +18,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import ganserve
 from ganserve.cli import main
-from server import healthcheck
-from server.config import ServerConfig, ServerConfigError
+from ganserve.server import healthcheck
+from ganserve.server.config import ServerConfig, ServerConfigError
 from tests.servers import CGAN, DCGAN
 
 NO_RETRY = ganserve.RetryPolicy(max_attempts=1)

@@ -12,10 +12,10 @@ from pathlib import Path
 import grpc
 import numpy as np
 
+from ganserve.server.config import ServerConfig, parse
+from ganserve.server.workers import worker_command
 from ganserve.v1 import ganserve_pb2 as pb
 from ganserve.v1 import ganserve_pb2_grpc as pb_grpc
-from server.config import ServerConfig, parse
-from server.workers import worker_command
 from tests.servers import DCGAN, ServerProcess, images
 
 
@@ -29,7 +29,7 @@ def test_a_worker_gets_exactly_the_supervisors_settings() -> None:
         reuse_port=True,
     )
     argv = worker_command(config)
-    assert argv[1:3] == ["-m", "server"]
+    assert argv[1:3] == ["-m", "ganserve.server"]
     assert parse(argv[3:]) == config
 
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from training.cli import build_parser, config_from_args, main
-from training.config import ConfigError, TrainConfig
+from ganserve.training.cli import build_parser, config_from_args, main
+from ganserve.training.config import ConfigError, TrainConfig
 
 
 def error_of(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:

@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from training import data
-from training.config import TrainConfig
+from ganserve.training import data
+from ganserve.training.config import TrainConfig
 
 
 def test_mnist_split_is_fixed_disjoint_and_balanced() -> None:

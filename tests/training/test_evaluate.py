@@ -3,10 +3,10 @@
 import numpy as np
 import torch
 
-from training import data
-from training.classifier import ClassifierResult
-from training.config import TrainConfig
-from training.evaluate import classify, evaluate_translation, frechet_distance
+from ganserve.training import data
+from ganserve.training.classifier import ClassifierResult
+from ganserve.training.config import TrainConfig
+from ganserve.training.evaluate import classify, evaluate_translation, frechet_distance
 
 
 def test_classifier_reaches_97_percent_on_held_out_digits(classifier: ClassifierResult) -> None:

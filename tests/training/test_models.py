@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from training.cgan import ConditionalDiscriminator, ConditionalGenerator
-from training.config import TrainConfig
-from training.dcgan import Discriminator, Generator
-from training.families import build_gan, build_generator
-from training.pix2pix import NLayerDiscriminator, UnetGenerator
+from ganserve.training.cgan import ConditionalDiscriminator, ConditionalGenerator
+from ganserve.training.config import TrainConfig
+from ganserve.training.dcgan import Discriminator, Generator
+from ganserve.training.families import build_gan, build_generator
+from ganserve.training.pix2pix import NLayerDiscriminator, UnetGenerator
 
 
 def n_params(module: torch.nn.Module) -> int:

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from training import checkpoint
-from training.cli import main
-from training.config import TrainConfig
-from training.families import build_gan
-from training.trainer import train
+from ganserve.training import checkpoint
+from ganserve.training.cli import main
+from ganserve.training.config import TrainConfig
+from ganserve.training.families import build_gan
+from ganserve.training.trainer import train
 
 
 def read_log(out: Path) -> list[dict]:
@@ -100,7 +100,8 @@ def test_same_seed_same_weights_other_seed_other_weights(tmp_path: Path) -> None
 def test_ddp_two_processes_with_gloo_write_one_checkpoint(tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "training", "dcgan", "--out", str(tmp_path), "--dry-run", "--quiet"]  # fmt: skip
+           "-m", "ganserve.training", "dcgan", "--out", str(tmp_path), "--dry-run",
+           "--quiet"]  # fmt: skip
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == [
