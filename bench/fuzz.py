@@ -16,7 +16,6 @@ import argparse
 import collections
 import sys
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import grpc
@@ -25,14 +24,7 @@ from hypothesis import HealthCheck, given, seed, settings
 
 from ganserve.v1 import ganserve_pb2_grpc as pb_grpc
 from tests.server.test_fuzz import MUTATED, REQUESTS, call
-from tests.servers import ServerProcess
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+from tests.servers import ServerProcess, rss_mb
 
 
 def main() -> int:

@@ -48,6 +48,7 @@ from ganserve.export.metadata import example_inputs
 from ganserve.server.runner import Runner
 from ganserve.v1 import ganserve_pb2 as pb
 from ganserve.v1 import ganserve_pb2_grpc as pb_grpc
+from tests.servers import stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_MODELS = ROOT / "runs" / "bench-models"
@@ -146,12 +147,7 @@ class Server:
         self.address = "127.0.0.1:" + re.search(r":(\d+),", line).group(1)  # type: ignore[union-attr]
 
     def close(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, 60)
 
 
 def ganserve(repository: Path, device: str, extra: list[str]) -> list[str]:

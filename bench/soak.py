@@ -26,10 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import os
 import random
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,6 +39,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import ganserve
 from ganserve.v1 import ganserve_pb2 as pb
+from tests.servers import ServerProcess, rss_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 DCGAN, CGAN, PIX2PIX = "mnist-dcgan", "mnist-cgan", "mnist-edges2digits"
@@ -55,31 +53,18 @@ CLIENT_ERRORS = {
 }
 
 
-class Replica:
-    """`python -m ganserve.server` on the shipped models; `port` 0 picks one, and a restart
-    reuses it."""
+class Replica(ServerProcess):
+    """`python -m ganserve.server` on the shipped models, its log appended to `log`, ready once
+    it reports SERVING; `port` 0 picks one, and a restart reuses it."""
 
     def __init__(self, port: int, log: Path) -> None:
-        argv = [
-            *(sys.executable, "-m", "ganserve.server", "--model-repository", str(ROOT / "models")),
-            *("--port", str(port), "--metrics-port", "-1", "--grace-seconds", "10"),
-            *("--log-level", "WARNING"),
-        ]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.log = log
-        with log.open("a") as err:
-            self.process = subprocess.Popen(
-                argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True, env=env
-            )
-        line, deadline = "", time.monotonic() + 120
-        while "gRPC on" not in line:
-            line = self.process.stdout.readline() if self.process.stdout else ""
-            if (not line and self.process.poll() is not None) or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"a replica did not start; its log: {log}")
-        self.port = int(line.split("gRPC on ", 1)[1].split(",", 1)[0].rsplit(":", 1)[1])
-        self.address = f"127.0.0.1:{self.port}"
-        self._wait_serving(deadline)
+        try:
+            with log.open("a") as err:
+                super().__init__("--port", str(port), "--grace-seconds", "10", stderr=err)
+        except RuntimeError:
+            raise RuntimeError(f"a replica did not start; its log: {log}") from None
+        self._wait_serving(time.monotonic() + 120)
 
     def _wait_serving(self, deadline: float) -> None:
         with grpc.insecure_channel(self.address) as channel:
@@ -96,22 +81,11 @@ class Replica:
                 time.sleep(0.2)
 
     def rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
+        return rss_mb(self.process.pid)
 
-    def stop(self) -> None:
+    def stop(self, seconds: float = 60) -> None:
         """SIGTERM, then wait for the drain (kill after 60 s)."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self.process.stdout:
-            self.process.stdout.close()
+        super().stop(seconds)
 
 
 @dataclass

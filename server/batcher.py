@@ -52,6 +52,7 @@ class _Piece:
     values: int  # input values (the largest input's), for the batch's memory budget
     enqueued: float = field(default_factory=time.perf_counter)
     counted: bool = True  # in the queue's image count (until it runs or is dropped)
+    ahead: bool = False  # a stream's chunk queued before its reader needs it (see has_room)
 
 
 def _settle(future: asyncio.Future[np.ndarray], output: Any, error: BaseException | None) -> None:
@@ -161,6 +162,7 @@ class Batcher:
         self._sizes = metrics.batch_size.labels(name)
         self._queue: deque[_Piece] = deque()
         self._queued_images = 0  # submitted, not yet running: the queue and filling batches
+        self._ahead_images = 0  # of those, queued ahead by streams (see has_room)
         # one (waiter, instance) per worker waiting for work; a done waiter has been woken
         self._idle: deque[tuple[asyncio.Future[None], _Instance]] = deque()
         self._woken = 0  # idle workers handed new work that have not taken it yet
@@ -198,22 +200,30 @@ class Batcher:
         if self._solo is not None:
             self._solo.close()
 
-    def has_room(self, images: int) -> bool:
-        """Whether the queue would take `images` more now."""
-        return self._queued_images + images <= self.max_queue_size
+    def has_room(self, images: int, ahead: bool = False) -> bool:
+        """Whether the queue would take `images` more now. Work a caller waits for has the
+        whole queue, less what it holds already; work queued ahead of need (a stream's next
+        chunk) only the room below half of it, and is not counted against the other. So work
+        queued ahead never crowds out a call's or a stream's own work: the queue refuses only
+        when that alone passes the limit, and holds at most 1.5x the limit in all."""
+        if ahead:
+            return self._queued_images + images <= self.max_queue_size // 2
+        return self._queued_images - self._ahead_images + images <= self.max_queue_size
 
     async def submit(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """Run `feeds` (arrays with one batch axis) and return the output, in order."""
         return await self.collect(self.enqueue(feeds))
 
-    def enqueue(self, feeds: dict[str, np.ndarray]) -> Queued:
-        """Queue `feeds` now (QueueFull if there is no room), or run them at once when that is
-        cheap; `collect` waits for the output. Work that is never collected must be dropped."""
+    def enqueue(self, feeds: dict[str, np.ndarray], ahead: bool = False) -> Queued:
+        """Queue `feeds` now (QueueFull if there is no room: see has_room), or run them at once
+        when that is cheap; `collect` waits for the output. Work that is never collected must
+        be dropped."""
         n = len(next(iter(feeds.values())))
-        if not self.has_room(n):
+        if not self.has_room(n, ahead):
+            waiting = self._queued_images - self._ahead_images
             raise QueueFull(
-                f"model {self.name}: {self._queued_images} images queued, room for "
-                f"{self.max_queue_size - self._queued_images}; retry later"
+                f"model {self.name}: {waiting} images queued, room for "
+                f"{self.max_queue_size - waiting}; retry later"
             )
         if n <= self.max_batch_size and not self._queue:
             instance = self._idle_instance()
@@ -231,8 +241,10 @@ class Batcher:
             size = min(self.max_batch_size, n - lo)
             values = size * per_image
             pieces.append(_Piece(part, size, key, loop.create_future(), loaded, values))
+            pieces[-1].ahead = ahead
         self._queue.extend(pieces)
         self._queued_images += n
+        self._ahead_images += n if ahead else 0
         self._depth.set(self._queued_images)
         self._wake(len(pieces))
         return pieces
@@ -265,6 +277,7 @@ class Batcher:
         if piece.counted:
             piece.counted = False
             self._queued_images -= piece.size
+            self._ahead_images -= piece.size if piece.ahead else 0
 
     def _idle_instance(self) -> _Instance | None:
         """An instance whose worker waits for work and has not been handed any."""

@@ -328,21 +328,20 @@ class GeneratorService(pb_grpc.GeneratorServicer):
         )
         batcher = mv.batcher
         assert batcher is not None
-        # A chunk is queued ahead (computing while the one before is sent) only while the
-        # queue is less than half full, so computing ahead never takes the room that streams'
-        # and calls' own next work needs: under load it buys nothing, as every instance is
-        # busy. A stream is refused only when none of its chunks is in flight.
+        # The next chunk is queued ahead (computing while the one before is sent) only into
+        # the room the batcher keeps for work queued ahead (has_room): it never crowds out a
+        # stream's or a call's own work, so a stream is refused only for a real overload.
         pending: deque[tuple[int, dict[str, np.ndarray], Queued, asyncio.Task]] = deque()
         lo = 0
         try:
             while lo < total or pending:
                 while lo < total and len(pending) < STREAM_PREFETCH:
-                    n = min(chunk, total - lo)
-                    if pending and not batcher.has_room(n + batcher.max_queue_size // 2):
+                    n, ahead = min(chunk, total - lo), bool(pending)
+                    if ahead and not batcher.has_room(n, ahead=True):
                         break
                     feeds = inputs(lo, n)
                     try:
-                        queued = batcher.enqueue(feeds)
+                        queued = batcher.enqueue(feeds, ahead=ahead)
                     except QueueFull as exc:
                         raise Abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)) from None
                     task = asyncio.ensure_future(batcher.collect(queued))
@@ -585,13 +584,11 @@ def add_to_server(service: GeneratorService, server: grpc.aio.Server) -> None:
     )
 
 
-def _model_of(request: Any) -> str:
-    """The model a request names: `model` (ganserve.v1), `model_name` or `name` (OIP)."""
-    for field in ("model", "model_name", "name"):
-        name = getattr(request, field, None)
-        if isinstance(name, str):
-            return name
-    return ""
+def _model_field(rpc: Any) -> str:
+    """The request field that names the model: `model` (ganserve.v1), `model_name` or `name`
+    (OIP); "" for an rpc about no model. Looked up once per rpc, when it is wrapped."""
+    fields = rpc.input_type.fields_by_name
+    return next((f for f in ("model", "model_name", "name") if f in fields), "")
 
 
 def instrumented(servicer: Any, service: GeneratorService, rpcs: ServiceDescriptor) -> Any:
@@ -599,15 +596,15 @@ def instrumented(servicer: Any, service: GeneratorService, rpcs: ServiceDescript
     for each call (labelled with the model, if the server has it)."""
     metrics = service.metrics
 
-    def model_label(request: Any) -> str:
-        name = _model_of(request)
+    def model_label(request: Any, field: str) -> str:
+        name = getattr(request, field, "") if field else ""  # a Malformed request has none
         return name if name in service.repo.models else "unknown"
 
     def record(model: str, method: str, outcome: _Outcome, started: float) -> None:
         metrics.requests_of(model, method, outcome.code.name).inc()
         metrics.request_latency_of(model, method).observe(time.perf_counter() - started)
 
-    def unary(method: str, fn: Callable) -> Callable:
+    def unary(method: str, fn: Callable, field: str) -> Callable:
         @functools.wraps(fn)
         async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started, outcome = time.perf_counter(), _Outcome()
@@ -618,15 +615,15 @@ def instrumented(servicer: Any, service: GeneratorService, rpcs: ServiceDescript
                     return await fn(parsed(request), context)
             finally:
                 _release(held)
-                record(model_label(request), method, outcome, started)
+                record(model_label(request, field), method, outcome, started)
 
         return handler
 
-    def streaming(method: str, fn: Callable, client_stream: bool) -> Callable:
+    def streaming(method: str, fn: Callable, client_stream: bool, field: str) -> Callable:
         @functools.wraps(fn)
         async def handler(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             started, outcome = time.perf_counter(), _Outcome()
-            label = "unknown" if client_stream else model_label(request)
+            label = "unknown" if client_stream else model_label(request, field)
             held: list[ModelVersion] = []
             _HELD.set(held)
             try:
@@ -641,9 +638,9 @@ def instrumented(servicer: Any, service: GeneratorService, rpcs: ServiceDescript
         return handler
 
     for rpc in rpcs.methods:
-        fn = getattr(servicer, rpc.name)
+        fn, field = getattr(servicer, rpc.name), _model_field(rpc)
         if rpc.server_streaming:
-            setattr(servicer, rpc.name, streaming(rpc.name, fn, rpc.client_streaming))
+            setattr(servicer, rpc.name, streaming(rpc.name, fn, rpc.client_streaming, field))
         else:
-            setattr(servicer, rpc.name, unary(rpc.name, fn))
+            setattr(servicer, rpc.name, unary(rpc.name, fn, field))
     return servicer

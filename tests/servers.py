@@ -9,9 +9,9 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import grpc
 import numpy as np
@@ -74,17 +74,49 @@ class RunningServer:
         self.loop.close()
 
 
+def until(condition: Callable[[], bool], what: str, seconds: float = 20) -> None:
+    """Wait, at most `seconds`, for `condition`; the failure says `what` never happened."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} never happened"
+        time.sleep(0.05)
+
+
+def stop_process(process: subprocess.Popen, seconds: float = 30) -> None:
+    """SIGTERM, then up to `seconds` for it to end (a server drains), then SIGKILL."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(seconds)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def rss_mb(pid: int) -> float:
+    """The resident memory of process `pid`, in MB (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"process {pid}: no VmRSS")
+
+
 class ServerProcess:
     """`python -m ganserve.server` in a subprocess on the shipped models, port 0, metrics off;
-    `flags` add to or override those (the last flag wins). Ready once it printed its `gRPC on` line
-    (`line`, `port`); as a context manager, it is always stopped at the end."""
+    `flags` add to or override those (the last flag wins), `stderr` takes its log (default:
+    ours). Ready once it printed its `gRPC on` line (`line`, `port`); as a context manager, it
+    is always stopped at the end."""
 
-    def __init__(self, *flags: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, *flags: str, env: dict[str, str] | None = None, stderr: IO[str] | None = None
+    ) -> None:
         argv = [
             *(sys.executable, "-m", "ganserve.server", "--model-repository", str(MODELS)),
             *("--port", "0", "--metrics-port", "-1", "--log-level", "WARNING", *flags),
         ]
-        self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env)
+        self.process = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env
+        )
         self.line = ""
         deadline = time.monotonic() + 120
         while "gRPC on" not in self.line:
@@ -95,14 +127,11 @@ class ServerProcess:
         self.port = int(re.search(r":(\d+),", self.line).group(1))  # type: ignore[union-attr]
         self.address = f"127.0.0.1:{self.port}"
 
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+    def stop(self, seconds: float = 30) -> None:
+        """SIGTERM: the server drains (up to `seconds`), then exits."""
+        stop_process(self.process, seconds)
+        if self.process.stdout:
+            self.process.stdout.close()
 
     def __enter__(self) -> ServerProcess:
         return self

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from ganserve.v1 import ganserve_pb2 as pb
-from tests.servers import DCGAN, RunningServer
+from tests.servers import DCGAN, RunningServer, stop_process
 from tests.test_prometheus_rules import promtool
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,12 +83,7 @@ class Prometheus:
             time.sleep(0.2)
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, 20)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ reads; `images/` for unconditional models).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import io
 import json
@@ -25,7 +24,7 @@ import os
 import sys
 import time
 import zipfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -110,33 +109,45 @@ def _write_atomic(path: Path, data: bytes, sync: bool = True) -> bytes:
     return hashlib.sha256(data).digest()
 
 
-@contextlib.asynccontextmanager
-async def _exclusive(out: Path, worker: str | None = None) -> AsyncIterator[None]:
+class _Exclusive:
     """Hold `out` for one job at a time: an advisory lock on the folder itself (no lock file
     is left in the dataset), released when the job ends, fails or its process dies. The
-    workers of a distributed job share the folder and each holds its own manifest file."""
-    out.mkdir(parents=True, exist_ok=True)
-    if fcntl is None:
-        yield
-        return
-    fds = [os.open(out, os.O_RDONLY)]
-    try:
+    workers of a distributed job share the folder and each holds its own manifest file.
+    Usable with `with` (merge) and `async with` (the jobs)."""
+
+    def __init__(self, out: Path, worker: str | None = None) -> None:
+        self.out, self.worker = out, worker
+        self.fds: list[int] = []
+
+    def __enter__(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        if fcntl is None:
+            return
+        self.fds.append(os.open(self.out, os.O_RDONLY))
         try:
-            fcntl.flock(fds[0], (fcntl.LOCK_SH if worker else fcntl.LOCK_EX) | fcntl.LOCK_NB)
-            if worker:
-                fds.append(os.open(out / worker, os.O_RDONLY | os.O_CREAT, 0o644))
-                fcntl.flock(fds[1], fcntl.LOCK_EX | fcntl.LOCK_NB)
+            shared = fcntl.LOCK_SH if self.worker else fcntl.LOCK_EX
+            fcntl.flock(self.fds[0], shared | fcntl.LOCK_NB)
+            if self.worker:
+                self.fds.append(os.open(self.out / self.worker, os.O_RDONLY | os.O_CREAT, 0o644))
+                fcntl.flock(self.fds[1], fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            mine = f" as this worker ({self.worker})" if len(self.fds) == 2 else ""
+            self.__exit__()
             raise InvalidArgument(
-                f"out: another job is writing to {out}"
-                + (f" as this worker ({worker})" if worker and len(fds) == 2 else "")
-                + "; wait for it to finish, or use another folder (a finished or killed job "
-                "leaves the folder free to resume)"
+                f"out: another job is writing to {self.out}{mine}; wait for it to finish, or "
+                "use another folder (a finished or killed job leaves the folder free to resume)"
             ) from None
-        yield
-    finally:
-        for fd in fds:
+
+    def __exit__(self, *exc: object) -> None:
+        for fd in self.fds:
             os.close(fd)  # closing the descriptor releases the lock
+        self.fds.clear()
+
+    async def __aenter__(self) -> None:
+        self.__enter__()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.__exit__()
 
 
 def _combined(digests: Iterable[bytes]) -> str:
@@ -349,7 +360,7 @@ async def run_job(
     retry = RetryPolicy(max_attempts=30, max_backoff=5.0)
     manifest = MANIFEST if workers == 1 else worker_manifest(worker_index, workers)
     async with (
-        _exclusive(Path(out), None if workers == 1 else manifest),
+        _Exclusive(Path(out), None if workers == 1 else manifest),
         AsyncClient(list(servers), timeout=timeout, retry=retry, tls=tls, token=token) as client,
     ):
         info = await _describe(client, model, version)
@@ -424,6 +435,11 @@ def merge(out: str | Path) -> dict[str, Any]:
     manifests are removed). InvalidArgument when a worker is missing, unfinished or made
     another job."""
     out = Path(out)
+    with _Exclusive(out):  # no worker still writing
+        return _merge(out)
+
+
+def _merge(out: Path) -> dict[str, Any]:
     found = sorted(out.glob("manifest.worker-*-of-*.jsonl"))
     if not found:
         raise InvalidArgument(f"out: {out} holds no worker manifests to merge")
@@ -453,24 +469,10 @@ def merge(out: str | Path) -> dict[str, Any]:
         problem = _problem(k, dataset.files(k), record["sha256"])
         if problem:
             raise InvalidArgument(f"{problem}; run that shard's worker again")
-    _exclusive_check(out)
     dataset.manifest.finish(records)
     for path in found:
         path.unlink()
     return {"out": str(out), "workers": n, "shards": len(records), "images": header["count"]}
-
-
-def _exclusive_check(out: Path) -> None:
-    """Refuse to merge while a worker still holds the folder."""
-    if fcntl is None:
-        return
-    fd = os.open(out, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise InvalidArgument(f"out: a worker is still writing to {out}") from None
-    finally:
-        os.close(fd)
 
 
 def verify(out: str | Path) -> list[str]:
@@ -652,7 +654,7 @@ async def run_translate_job(
         raise InvalidArgument("shard_size, streams: must be at least 1")
     retry = RetryPolicy(max_attempts=30, max_backoff=5.0)
     async with (
-        _exclusive(out),
+        _Exclusive(out),
         AsyncClient(list(servers), timeout=timeout, retry=retry, tls=tls, token=token) as client,
     ):
         info = await client.describe_model(model, version=version)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import grpc
 
-from ganserve.client import _credentials
+from ganserve.client import Client
 from ganserve.errors import GanserveError, from_rpc_error
 from ganserve.oip import grpc_service_pb2 as oip
 from ganserve.oip import grpc_service_pb2_grpc as oip_grpc
@@ -35,24 +35,19 @@ def main(argv: Sequence[str]) -> int:
     if args.action != "list" and not args.name:
         p.error(f"{args.action}: name the model")
     try:
-        credentials = _credentials(args.tls_ca or False)
         token = args.token_file.read_text().strip() if args.token_file else None
+        # the SDK's channel: the same TLS, token, message limits and balancing as every call
+        client = Client(args.server, tls=args.tls_ca or False, token=token, timeout=args.timeout)
     except (GanserveError, OSError) as exc:
         print(f"ganserve models: {exc}", file=sys.stderr)
         return 2
-    metadata = (("authorization", f"Bearer {token}"),) if token else None
-    if credentials:
-        channel = grpc.secure_channel(args.server, credentials)
-    else:
-        channel = grpc.insecure_channel(args.server)
-    with channel:
-        stub = oip_grpc.GRPCInferenceServiceStub(channel)
-        options = {"timeout": args.timeout, "metadata": metadata}
+    with client:
+        stub = oip_grpc.GRPCInferenceServiceStub(client._channels[0])
+        options = {"timeout": args.timeout, "metadata": client._metadata}
         try:
             if args.action == "load":
-                stub.RepositoryModelLoad(
-                    oip.RepositoryModelLoadRequest(model_name=args.name), **options
-                )
+                request = oip.RepositoryModelLoadRequest(model_name=args.name)
+                stub.RepositoryModelLoad(request, **options)
                 print(f"loaded {args.name}")
             elif args.action == "unload":
                 request = oip.RepositoryModelUnloadRequest(model_name=args.name)

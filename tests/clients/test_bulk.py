@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ganserve.bulk import merge, run_job, verify
+from ganserve.bulk import _Exclusive, merge, run_job, verify, worker_manifest
 from ganserve.cli import main
 from ganserve.errors import InvalidArgument
 from tests.servers import CGAN, DCGAN, RunningServer
@@ -260,4 +260,6 @@ def test_merge_refuses_a_job_whose_workers_have_not_all_finished(
     with pytest.raises(InvalidArgument, match="run that shard's worker again"):
         merge(out)
     job(server, out, count=600, worker_index=1, workers=2)  # resumes: remakes shard 3 only
+    with _Exclusive(out, worker_manifest(1, 2)), pytest.raises(InvalidArgument, match="writing"):
+        merge(out)  # a worker still holds the folder
     assert merge(out)["shards"] == 6 and verify(out) == []

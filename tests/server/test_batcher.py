@@ -303,3 +303,28 @@ def test_a_batch_stays_within_its_budget_of_input_values() -> None:
 
     run(go())
     assert instance.batches == [[0], [1, 2], [3]]
+
+
+def test_work_queued_ahead_takes_half_the_queue_and_none_of_the_others_room() -> None:
+    instance = Instance()
+
+    async def go() -> None:
+        b = batcher([instance], max_queue_size=8)
+        try:
+            running = await occupy(b, instance)
+            ahead = b.enqueue(z(*range(4)), ahead=True)  # up to half the queue
+            assert not b.has_room(1, ahead=True)
+            with pytest.raises(QueueFull):
+                b.enqueue(z(9), ahead=True)
+            waited = asyncio.ensure_future(b.submit(z(*range(10, 18))))  # the whole queue
+            await asyncio.sleep(0)
+            with pytest.raises(QueueFull, match="8 images queued, room for 0"):
+                await b.submit(z(99))
+            instance.gate.set()
+            assert (await b.collect(ahead))[:, 0].tolist() == [0, 2, 4, 6]
+            assert len(await waited) == 8
+            await running
+        finally:
+            await b.close()
+
+    run(go())

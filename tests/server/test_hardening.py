@@ -13,7 +13,6 @@ import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -27,7 +26,17 @@ from ganserve.server.service import _labels_array
 from ganserve.tensor import to_tensor
 from ganserve.v1 import ganserve_pb2 as pb
 from ganserve.v1 import ganserve_pb2_grpc as pb_grpc
-from tests.servers import BASE, CGAN, DCGAN, PIX2PIX, RunningServer, ServerProcess, images
+from tests.servers import (
+    BASE,
+    CGAN,
+    DCGAN,
+    PIX2PIX,
+    RunningServer,
+    ServerProcess,
+    images,
+    rss_mb,
+    until,
+)
 
 
 def zero_png(width: int, height: int) -> bytes:
@@ -118,10 +127,7 @@ def test_a_stream_of_the_largest_chunks_runs_on_an_idle_server(server: RunningSe
 
 
 def wait_for_metric(server: RunningServer, value: float, **labels: str) -> None:
-    deadline = time.monotonic() + 20
-    while server.metric("ganserve_requests_total", **labels) < value:
-        assert time.monotonic() < deadline, f"never counted: {labels}"
-        time.sleep(0.05)
+    until(lambda: server.metric("ganserve_requests_total", **labels) >= value, f"count {labels}")
 
 
 def test_a_stream_past_its_deadline_is_counted_deadline_exceeded(make_server: Callable) -> None:
@@ -148,13 +154,6 @@ def test_a_stalled_stream_that_is_cancelled_is_counted_cancelled(
     assert server.metric("ganserve_requests_total", method="SampleStream", code="OK") == 0
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert not errors, errors  # a client that went away is not the server's error
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 def test_memory_comes_back_after_the_largest_translations() -> None:
@@ -253,17 +252,17 @@ def test_bytes_that_are_not_a_message_are_invalid_argument_and_counted(
 
 
 def test_streams_compute_ahead_only_into_room_the_queue_has(make_server: Callable) -> None:
-    """Computing ahead takes at most half the queue, so four streams' own next chunks always
-    fit in a queue of eight chunks and none is refused (ahead chunks allowed to fill the
-    whole queue would crowd them out)."""
+    """Eight streams, a queue of eight chunks: each stream's own chunk always fits, as chunks
+    computed ahead of the reader never take its room; counted against it, the second chunks
+    of eight streams (16 in all) got streams refused RESOURCE_EXHAUSTED."""
     server = make_server(max_queue_size=8 * 256)
 
     def stream(seed: int) -> int:
         request = pb.SampleRequest(model=DCGAN, count=6000, chunk_size=256, seed=seed)
         return sum(len(images(c)) for c in server.stub.SampleStream(request, timeout=120))
 
-    with ThreadPoolExecutor(4) as pool:
-        assert list(pool.map(stream, range(4))) == [6000] * 4
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(stream, range(8))) == [6000] * 8
 
 
 def test_a_call_while_the_models_load_is_unavailable_not_not_found(

@@ -24,9 +24,10 @@ from ganserve.oip import grpc_service_pb2 as oip
 from ganserve.oip import grpc_service_pb2_grpc as oip_grpc
 from ganserve.server.runner import Runner
 from ganserve.v1 import ganserve_pb2 as pb
-from tests.servers import CGAN, DCGAN, MODELS, RunningServer, images
+from tests.servers import CGAN, DCGAN, MODELS, RunningServer, images, until
 
 SEED = 5
+APPLIED = "applying the repository change"
 
 
 def variant(source: Path, target: Path, scale: float) -> None:
@@ -78,13 +79,6 @@ def states(server: RunningServer) -> dict[int, str]:
     return {v.version: pb.VersionState.State.Name(v.state) for v in info.versions}
 
 
-def until(condition: Callable[[], bool], seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "the repository change was never applied"
-        time.sleep(0.05)
-
-
 def test_poll_loads_new_versions_unloads_removed_ones_and_keeps_serving_past_a_broken_one(
     make_server: Callable, repo: Path
 ) -> None:
@@ -94,7 +88,7 @@ def test_poll_loads_new_versions_unloads_removed_ones_and_keeps_serving_past_a_b
     assert v1 != v2
     assert images(sample(server)).tobytes() == v1
     add(repo, 2)
-    until(lambda: states(server).get(2) == "READY")
+    until(lambda: states(server).get(2) == "READY", APPLIED, 60)
     latest = sample(server)
     assert latest.version == 2 and images(latest).tobytes() == v2
     assert images(sample(server, 1)).tobytes() == v1  # older versions still serve by number
@@ -102,7 +96,7 @@ def test_poll_loads_new_versions_unloads_removed_ones_and_keeps_serving_past_a_b
     broken = repo / DCGAN / "3"
     broken.mkdir()
     (broken / "model.onnx").write_bytes(b"not a model")
-    until(lambda: states(server).get(3) == "FAILED")
+    until(lambda: states(server).get(3) == "FAILED", APPLIED, 60)
     assert sample(server).version == 2  # the broken version never became the latest
     health = health_pb2_grpc.HealthStub(server.channel)
     reply = health.Check(health_pb2.HealthCheckRequest(service=f"model/{DCGAN}"))
@@ -111,7 +105,7 @@ def test_poll_loads_new_versions_unloads_removed_ones_and_keeps_serving_past_a_b
 
     shutil.rmtree(broken)
     remove(repo, 2)
-    until(lambda: states(server).get(2) == "UNLOADED")
+    until(lambda: states(server).get(2) == "UNLOADED", APPLIED, 60)
     with pytest.raises(grpc.RpcError) as info:
         sample(server, 2)
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE  # asked for by number: removed
@@ -123,15 +117,15 @@ def test_poll_applies_a_changed_config_and_a_version_policy(
 ) -> None:
     server = make_server(model_repository=repo, model_control="poll", poll_seconds=0.2)
     add(repo, 2)
-    until(lambda: states(server).get(2) == "READY")
+    until(lambda: states(server).get(2) == "READY", APPLIED, 60)
     describe = pb.DescribeModelRequest(model=DCGAN)
     assert server.stub.DescribeModel(describe).max_batch_size == 64
     config = {"max_batch_size": 16, "version_policy": {"latest": 1}}
     (repo / DCGAN / "config.json").write_text(json.dumps(config))
-    until(lambda: states(server) == {1: "UNLOADED", 2: "READY"})
+    until(lambda: states(server) == {1: "UNLOADED", 2: "READY"}, APPLIED, 60)
     assert server.stub.DescribeModel(describe).max_batch_size == 16
     (repo / DCGAN / "config.json").write_text(json.dumps({"version_policy": {"specific": [1]}}))
-    until(lambda: states(server) == {1: "READY", 2: "UNLOADED"})
+    until(lambda: states(server) == {1: "READY", 2: "UNLOADED"}, APPLIED, 60)
     assert sample(server).version == 1
 
 

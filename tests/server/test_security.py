@@ -20,7 +20,7 @@ import ganserve
 from ganserve.cli import main
 from ganserve.server import healthcheck
 from ganserve.server.config import ServerConfig, ServerConfigError
-from tests.servers import CGAN, DCGAN
+from tests.servers import CGAN, DCGAN, until
 
 NO_RETRY = ganserve.RetryPolicy(max_attempts=1)
 
@@ -158,13 +158,6 @@ def _accepted(address: str, token: str) -> bool:
     return True
 
 
-def _until(condition: Callable[[], bool], seconds: float = 10) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "the token file's change was never picked up"
-        time.sleep(0.1)
-
-
 def test_tokens_rotate_without_a_restart(make_server: Callable, tmp_path: Path) -> None:
     tokens = tmp_path / "tokens"
     tokens.write_text("old-token\n")
@@ -172,10 +165,10 @@ def test_tokens_rotate_without_a_restart(make_server: Callable, tmp_path: Path) 
     assert _accepted(server.address, "old-token") and not _accepted(server.address, "new-token")
     (tmp_path / "next").write_text("old-token\nnew-token\n")
     (tmp_path / "next").replace(tokens)  # how secret mounts change: a new file, renamed
-    _until(lambda: _accepted(server.address, "new-token"))
+    until(lambda: _accepted(server.address, "new-token"), "taking the new token")
     assert _accepted(server.address, "old-token")
     tokens.write_text("new-token\n")
-    _until(lambda: not _accepted(server.address, "old-token"))
+    until(lambda: not _accepted(server.address, "old-token"), "dropping the old token")
     tokens.write_text("")  # an unusable file keeps the tokens that were accepted
     time.sleep(1.5)
     assert _accepted(server.address, "new-token")

@@ -18,10 +18,9 @@ from typing import Any
 import numpy as np
 
 
-def descriptors() -> dict[str, list[list[Any]]]:
-    """Every message of tritonclient's grpc_service.proto: [name, number, type] per field."""
-    from tritonclient.grpc import service_pb2
-
+def layout(file: Any, service: str = "GRPCInferenceService") -> dict[str, list[list[Any]]]:
+    """Every message of a proto file, nested ones as Outer.Inner: [name, number, type] per
+    field; and under "rpcs" the service's [name, input, output] per method."""
     out: dict[str, list[list[Any]]] = {}
 
     def walk(message: Any, prefix: str) -> None:
@@ -30,11 +29,18 @@ def descriptors() -> dict[str, list[list[Any]]]:
         for nested in message.nested_types:
             walk(nested, name + ".")
 
-    for message in service_pb2.DESCRIPTOR.message_types_by_name.values():
+    for message in file.message_types_by_name.values():
         walk(message, "")
-    methods = service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].methods
+    methods = file.services_by_name[service].methods
     out["rpcs"] = [[m.name, m.input_type.name, m.output_type.name] for m in methods]
     return out
+
+
+def descriptors() -> dict[str, list[list[Any]]]:
+    """tritonclient's grpc_service.proto, laid out."""
+    from tritonclient.grpc import service_pb2
+
+    return layout(service_pb2.DESCRIPTOR)
 
 
 def digest(array: np.ndarray) -> str:
