@@ -523,7 +523,11 @@ def _job_flags(p: Any, shard_size: int) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder (resumable)")
     p.add_argument("--shard-size", type=int, default=shard_size)
     p.add_argument("--streams", type=int, default=2, help="concurrent streams")
-    p.add_argument("--server", action="append", help="host:port, repeatable (round-robin)")
+    p.add_argument(
+        "--server",
+        action="append",
+        help="a gRPC target (host:port, dns:///name:port), repeatable; balanced round-robin",
+    )
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per shard")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--tls-ca", type=Path, help="PEM CA of the servers' TLS certificates")

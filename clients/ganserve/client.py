@@ -6,16 +6,26 @@
 
 Every call is idempotent (an image is a function of model version, seed, index and label), so
 UNAVAILABLE, RESOURCE_EXHAUSTED and a CANCELLED the caller did not ask for are retried with
-exponential backoff and full jitter, each attempt on the next address (round-robin), within
-the call's `timeout`. Within one address gRPC's `round_robin` policy balances: give a target
-that resolves to every replica (`dns:///ganserve-headless.ns.svc.cluster.local:8500`, or
-`ipv4:10.0.0.1:8500,10.0.0.2:8500`) and each call goes to the next ready one. A stream that fails
-midway resumes after the last image it delivered.
+exponential backoff and full jitter within the call's `timeout`; a stream that fails midway
+resumes after the last image it delivered.
+
+Balancing is gRPC's own `round_robin` policy: give one target that resolves to every replica
+(`dns:///ganserve-headless.ns.svc.cluster.local:8500`, or `ipv4:10.0.0.1:8500,10.0.0.2:8500`)
+and each call goes to the next ready backend, one that goes away is dropped, and a retry lands
+on another. A list of IP `host:port` addresses becomes one such `ipv4:`/`ipv6:` target. Only
+what one gRPC channel cannot hold (several DNS names, which gRPC Python cannot resolve into one
+channel) gets a channel each, and then each attempt takes the next channel.
+
+Retries stay the SDK's rather than gRPC's `retryPolicy`: streams must resume after their last
+image, which gRPC cannot do; gRPC caps attempts at 5 and does not retry a request over its
+256 KiB retry buffer (a Translate batch); and two layers would multiply the attempts. gRPC's
+transparent retry of calls that never reached a server stays on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import itertools
 import json
 import random
@@ -64,6 +74,55 @@ def _addresses(address: str | Sequence[str]) -> list[str]:
     return found
 
 
+def _ip_literal(address: str) -> tuple[str, str] | None:
+    """("ipv4" or "ipv6", the host) for an IP `host:port` (`[v6]:port`), else None."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        return None
+    try:
+        ip = ipaddress.ip_address(host.removeprefix("[").removesuffix("]"))
+    except ValueError:
+        return None
+    if ip.version == 6 and not host.startswith("["):
+        return None
+    return f"ipv{ip.version}", str(ip)
+
+
+def _targets(addresses: list[str], tls: bool) -> list[tuple[str, str | None]]:
+    """The fewest gRPC channel targets that reach `addresses`, each with the authority its
+    TLS check needs (None: gRPC's default). IP `host:port` addresses of one family join one
+    `ipv4:a,b` (`ipv6:`) target that `round_robin` balances; under TLS only when they share
+    one host, since every backend of a channel is verified against the same name. Anything
+    else (a DNS name, a `dns:///` or other scheme target) is a channel of its own."""
+    if len(addresses) == 1:
+        return [(addresses[0], None)]
+    families: dict[str, list[str]] = {}
+    hosts: dict[str, set[str]] = {}
+    alone: list[tuple[str, str | None]] = []
+    for address in addresses:
+        literal = _ip_literal(address)
+        if literal is None:
+            alone.append((address, None))
+            continue
+        families.setdefault(literal[0], []).append(address)
+        hosts.setdefault(literal[0], set()).add(literal[1])
+    joined: list[tuple[str, str | None]] = []
+    for family, members in families.items():
+        if tls and len(hosts[family]) > 1:
+            alone += [(a, None) for a in members]
+        elif len(members) == 1:
+            joined.append((members[0], None))
+        else:
+            # gRPC names such a channel after the whole list: TLS is checked against the one
+            # host the members share (plaintext needs no authority, and may mix hosts)
+            authority = None
+            if len(hosts[family]) == 1:
+                (host,) = hosts[family]
+                authority = f"[{host}]" if family == "ipv6" else host
+            joined.append((f"{family}:{','.join(members)}", authority))
+    return joined + alone
+
+
 def _credentials(
     tls: bool | str | Path | grpc.ChannelCredentials,
 ) -> grpc.ChannelCredentials | None:
@@ -81,7 +140,7 @@ def _credentials(
 
 
 class _Base:
-    """What both clients share: addresses, channels, round-robin and the retry decision."""
+    """What both clients share: addresses, channels and the retry decision."""
 
     _aio = False
 
@@ -102,7 +161,6 @@ class _Base:
         self.timeout = timeout
         self.retry = retry
         self._rng = random.Random(seed)
-        self._next = itertools.cycle(range(len(self.addresses)))
         options = [
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),
@@ -113,16 +171,21 @@ class _Base:
         ]
         credentials = _credentials(tls)
         module = grpc.aio if self._aio else grpc
-        self._channels = [
-            module.secure_channel(a, credentials, options)
-            if credentials
-            else module.insecure_channel(a, options)
-            for a in self.addresses
-        ]
+        self.targets = _targets(self.addresses, credentials is not None)
+        self._channels = []
+        for target, authority in self.targets:
+            extra = [("grpc.default_authority", authority)] if authority else []
+            self._channels.append(
+                module.secure_channel(target, credentials, options + extra)
+                if credentials
+                else module.insecure_channel(target, options + extra)
+            )
         self._stubs = [pb_grpc.GeneratorStub(c) for c in self._channels]
+        self._next = itertools.cycle(range(len(self._stubs)))
 
     def _attempt(self, deadline: float) -> tuple[pb_grpc.GeneratorStub, float]:
-        """The next server's stub (round-robin) and the time left for this attempt."""
+        """The next channel's stub (there is one unless DNS names were listed) and the time
+        left for this attempt."""
         return self._stubs[next(self._next)], max(0.001, deadline - time.monotonic())
 
     def _wait_before_retry(self, exc: grpc.RpcError, attempt: int, deadline: float) -> float:
@@ -139,7 +202,8 @@ class _Base:
 
 
 class Client(_Base):
-    """Blocking client. `address` is "host:port" or a list of them (round-robin)."""
+    """Blocking client. `address` is one gRPC target ("host:port", "dns:///name:port") or a
+    list of "host:port" addresses, balanced by gRPC's round_robin (see the module's doc)."""
 
     def __enter__(self) -> Client:
         return self

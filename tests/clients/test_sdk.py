@@ -16,6 +16,7 @@ import pytest
 import ganserve
 from bench.echo_server import Echo
 from ganserve import AsyncClient, Client
+from ganserve.client import _targets
 from ganserve.v1 import ganserve_pb2_grpc as pb_grpc
 from tests.servers import CGAN, DCGAN, PIX2PIX, RunningServer
 
@@ -132,15 +133,41 @@ def test_errors_map_to_one_exception_tree(client: Mirror) -> None:
         client.sample(DCGAN, 10**6)
 
 
-def test_round_robin_spreads_calls_over_two_servers(make_server: Callable) -> None:
+def test_names_grpc_cannot_join_get_a_channel_each_and_calls_alternate(
+    make_server: Callable,
+) -> None:
     a, b = make_server(), make_server()
-    with Client([a.address, b.address]) as two:
+    with Client([f"localhost:{a.server.port}", f"localhost:{b.server.port}"]) as two:
+        assert len(two.targets) == 2  # two DNS names: gRPC Python has no one channel for both
         for _ in range(6):
             two.sample(DCGAN, 1)
     served = [
         s.metric("ganserve_requests_total", model=DCGAN, method="Sample", code="OK") for s in (a, b)
     ]
     assert served == [3, 3]
+
+
+@pytest.mark.parametrize(
+    ("addresses", "tls", "targets"),
+    [
+        (["10.0.0.1:1"], False, [("10.0.0.1:1", None)]),
+        (["dns:///svc:1"], True, [("dns:///svc:1", None)]),
+        (["10.0.0.1:1", "10.0.0.2:2"], False, [("ipv4:10.0.0.1:1,10.0.0.2:2", None)]),
+        (["10.0.0.1:1", "10.0.0.1:2"], True, [("ipv4:10.0.0.1:1,10.0.0.1:2", "10.0.0.1")]),
+        (["10.0.0.1:1", "10.0.0.2:2"], True, [("10.0.0.1:1", None), ("10.0.0.2:2", None)]),
+        (["[::1]:1", "[::1]:2"], True, [("ipv6:[::1]:1,[::1]:2", "[::1]")]),
+        (
+            ["10.0.0.1:1", "[::1]:2", "a:3", "10.0.0.2:4"],
+            False,
+            [("ipv4:10.0.0.1:1,10.0.0.2:4", None), ("[::1]:2", None), ("a:3", None)],
+        ),
+        (["::1:2", "10.0.0.1:x"], False, [("::1:2", None), ("10.0.0.1:x", None)]),
+    ],
+)
+def test_ip_addresses_join_one_round_robin_target(
+    addresses: list[str], tls: bool, targets: list[tuple[str, str | None]]
+) -> None:
+    assert _targets(addresses, tls) == targets
 
 
 def test_unavailable_servers_are_retried_then_reported() -> None:
@@ -219,12 +246,14 @@ def test_a_call_cancelled_by_the_server_side_is_retried_and_one_the_caller_cance
     asyncio.run(go())
 
 
+@pytest.mark.parametrize("as_list", [False, True], ids=["ipv4-target", "address-list"])
 def test_one_target_naming_two_servers_is_balanced_by_grpcs_round_robin(
-    make_server: Callable,
+    make_server: Callable, as_list: bool
 ) -> None:
     a, b = make_server(), make_server()
-    target = f"ipv4:127.0.0.1:{a.server.port},127.0.0.1:{b.server.port}"
-    with Client(target) as client:
+    addresses = [f"127.0.0.1:{a.server.port}", f"127.0.0.1:{b.server.port}"]
+    with Client(addresses if as_list else f"ipv4:{','.join(addresses)}") as client:
+        assert len(client.targets) == 1  # one channel: gRPC balances, not the SDK
         for _ in range(40):
             client.sample(DCGAN, 1)
     calls = [s.metric("ganserve_requests_total", model=DCGAN, method="Sample") for s in (a, b)]

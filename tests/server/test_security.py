@@ -94,6 +94,18 @@ def test_tls_serves_a_client_that_trusts_the_ca_and_no_plaintext_one(
         plain.sample(DCGAN, 1)
 
 
+def test_a_list_of_tls_servers_on_one_host_is_one_balanced_channel_checked_against_that_host(
+    make_server: Callable, pki: dict[str, Path]
+) -> None:
+    a, b = make_server(**tls_flags(pki)), make_server(**tls_flags(pki))
+    with ganserve.Client([a.address, b.address], tls=pki["ca"]) as client:
+        assert len(client.targets) == 1
+        for _ in range(10):
+            client.sample(DCGAN, 1)
+    calls = [s.metric("ganserve_requests_total", model=DCGAN, method="Sample") for s in (a, b)]
+    assert sum(calls) == 10 and min(calls) >= 2, calls
+
+
 def test_mutual_tls_refuses_a_client_without_a_certificate(
     make_server: Callable, pki: dict[str, Path]
 ) -> None:
