@@ -23,6 +23,7 @@ from ganserve.training import data
 from ganserve.training.classifier import load_or_train
 from ganserve.training.config import TrainConfig
 from ganserve.training.evaluate import evaluate
+from ganserve.training.judge import beside, load_or_train_judge
 from ganserve.training.trainer import DEFAULT_CLASSIFIER
 
 
@@ -59,10 +60,11 @@ def evaluate_onnx(
     netG = OnnxGenerator(path)
     config = TrainConfig.from_dict(netG.card.provenance["config"])
     train, held = data.load(config)
-    classifier = None
+    classifier = judge = None
     if config.family != "pix2pix" and config.dataset == "mnist":
         classifier = load_or_train(classifier_path, progress=False).model
-    return evaluate(netG, config, train, held, classifier, n=n)
+        judge = load_or_train_judge(beside(classifier_path), progress=False).model
+    return evaluate(netG, config, train, held, classifier, judge=judge, n=n)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -27,7 +27,12 @@ from ganserve.training.checkpoint import load_generator
 from ganserve.training.config import TrainConfig
 
 OPSET = 17
-KIND_OF_FAMILY = {"dcgan": "unconditional", "cgan": "conditional", "pix2pix": "translation"}
+KIND_OF_FAMILY = {
+    "dcgan": "unconditional",
+    "cgan": "conditional",
+    "pix2pix": "translation",
+    "vae": "unconditional",  # the decoder: z -> image
+}
 FLOAT_TOLERANCE = 1e-4  # max |ONNX Runtime - PyTorch| for float outputs in [-1, 1]
 UINT8_TOLERANCE = 1  # max difference in levels for uint8 outputs (rounding at .5 may differ)
 # fp16 variants are compared with the fp32 generator: their error is the price of half precision.

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from ganserve.training.classifier import ClassifierResult, load_or_train
+from ganserve.training.judge import load_or_train_judge
 from tests.servers import BASE, RunningServer
 
 
@@ -21,6 +22,13 @@ def classifier(tmp_path_factory: pytest.TempPathFactory) -> ClassifierResult:
     """The project's digit classifier, trained once for the whole test session."""
     path: Path = tmp_path_factory.mktemp("classifier") / "classifier.pt"
     return load_or_train(path, progress=False)
+
+
+@pytest.fixture(scope="session")
+def judge(tmp_path_factory: pytest.TempPathFactory) -> ClassifierResult:
+    """The independent judge, trained once for the whole test session (about 30 s)."""
+    path: Path = tmp_path_factory.mktemp("judge") / "judge.pt"
+    return load_or_train_judge(path, progress=False)
 
 
 @pytest.fixture(scope="module")

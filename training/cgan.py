@@ -7,11 +7,13 @@ its latent; D sees the image with num_classes extra channels, constant planes em
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ganserve.training.config import TrainConfig
 from ganserve.training.data import Split
-from ganserve.training.dcgan import DCGAN, discriminator_body, generator_body
+from ganserve.training.dcgan import DCGAN, discriminator_body, generator_body, weights_init
+from ganserve.training.gan import frozen
 
 EMBED_DIM = 50  # size of G's label embedding, concatenated to z
 
@@ -39,16 +41,38 @@ class ConditionalDiscriminator(nn.Module):
     """
 
     def __init__(
-        self, num_classes: int, nc: int, ndf: int, image_size: int, *, spectral: bool = False
+        self, num_classes: int, nc: int, ndf: int, image_size: int, *, norm: str = "batch"
     ) -> None:
         super().__init__()
         self.label_embedding = nn.Embedding(num_classes, num_classes)
-        self.main = discriminator_body(nc + num_classes, ndf, image_size, spectral=spectral)
+        self.main = discriminator_body(nc + num_classes, ndf, image_size, norm=norm)
 
     def forward(self, image: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         n, _, h, w = image.shape
         planes = self.label_embedding(label)[:, :, None, None].expand(n, -1, h, w)
         return self.main(torch.cat([image, planes], dim=1)).view(-1)  # (N,)
+
+
+class AuxiliaryClassifier(nn.Module):
+    """An image's class logits [N, num_classes], learnt on the real batches alone: DCGAN's
+    discriminator body without normalisation, its last layer giving one logit per class.
+
+    With `aux_weight`, G's loss adds the cross-entropy of its samples against the labels they
+    were asked for (the auxiliary-classifier GAN's term, Odena et al. 2017, arXiv:1610.09585;
+    this classifier is not told which images are fake). It pushes G to draw the asked-for digit
+    unmistakably; it is the GAN's own network, trained on the training split, and neither of
+    the evaluation's judges.
+    """
+
+    def __init__(self, num_classes: int, nc: int, ndf: int, image_size: int) -> None:
+        super().__init__()
+        body = discriminator_body(nc, ndf, image_size, norm="none")
+        last = body[-1]
+        body[-1] = nn.Conv2d(last.in_channels, num_classes, 4, 1, 0)
+        self.main = body
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.main(image).flatten(1)
 
 
 def build_generator(config: TrainConfig) -> ConditionalGenerator:
@@ -66,9 +90,43 @@ class CGAN(DCGAN):
     def build(self) -> tuple[nn.Module, nn.Module]:
         c = self.config
         netD = ConditionalDiscriminator(
-            c.num_classes, c.channels, c.ndf, c.image_size, spectral=c.d_norm == "spectral"
+            c.num_classes, c.channels, c.ndf, c.image_size, norm=c.d_norm
         )
         return build_generator(c), netD
+
+    def __init__(self, config: TrainConfig, device: torch.device) -> None:
+        super().__init__(config, device)
+        self.auxiliary: AuxiliaryClassifier | None = None
+        if config.aux_weight:
+            c = config
+            self.auxiliary = AuxiliaryClassifier(c.num_classes, c.channels, c.ndf, c.image_size)
+            self.auxiliary.apply(weights_init)
+            self.auxiliary.to(device)
+            self.optimizerA = torch.optim.Adam(
+                self.auxiliary.parameters(), lr=c.lr, betas=(c.beta1, c.beta2)
+            )
+
+    def auxiliary_step(self, real: torch.Tensor, real_cond: tuple) -> float | None:
+        if self.auxiliary is None:
+            return None
+        self.optimizerA.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(self.auxiliary(real), real_cond[0])
+        loss.backward()
+        self.optimizerA.step()
+        return loss.item()
+
+    def state_dict(self) -> dict[str, object]:
+        state = super().state_dict()
+        if self.auxiliary is not None:
+            state["auxiliary"] = self.auxiliary.state_dict()
+            state["optimizerA"] = self.optimizerA.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        super().load_state_dict(state)
+        if self.auxiliary is not None:
+            self.auxiliary.load_state_dict(state["auxiliary"])
+            self.optimizerA.load_state_dict(state["optimizerA"])
 
     def conditions(self, batch: dict[str, torch.Tensor]) -> tuple[tuple, tuple]:
         label = batch["label"].to(self.device)
@@ -77,15 +135,27 @@ class CGAN(DCGAN):
         fake_label = half.repeat(2)[: len(label)].to(self.device)
         return (label,), (fake_label,)
 
-    def generator_regulariser(self, fake: torch.Tensor, z: torch.Tensor) -> torch.Tensor | None:
+    def generator_regulariser(
+        self, fake: torch.Tensor, z: torch.Tensor, fake_cond: tuple
+    ) -> torch.Tensor | None:
         """Mode seeking (Mao et al. 2019, arXiv:1903.05628): two latents with one label must give
-        two different images. Without it G learned to ignore z: one image per class."""
-        if self.config.mode_seeking == 0:
-            return None
-        n = fake.shape[0] // 2
-        image_distance = (fake[:n] - fake[n : 2 * n]).abs().mean()
-        latent_distance = (z[:n] - z[n : 2 * n]).abs().mean()
-        return self.config.mode_seeking / (image_distance / latent_distance + 1e-5)
+        two different images. Without it G learned to ignore z: one image per class. With
+        `aux_weight`, also the auxiliary classifier's cross-entropy on the asked-for labels."""
+        terms = []
+        if self.config.mode_seeking:
+            n = fake.shape[0] // 2
+            image_distance = (fake[:n] - fake[n : 2 * n]).abs().mean()
+            latent_distance = (z[:n] - z[n : 2 * n]).abs().mean()
+            terms.append(self.config.mode_seeking / (image_distance / latent_distance + 1e-5))
+        if self.auxiliary is not None:
+            with frozen(self.auxiliary) as auxiliary:
+                logits = auxiliary(fake)
+            terms.append(self.config.aux_weight * F.cross_entropy(logits, fake_cond[0]))
+        return sum(terms[1:], terms[0]) if terms else None
+
+    def random_inputs(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        label = torch.randint(0, self.config.num_classes, (n,), generator=generator)
+        return {"z": self.latent(n, generator), "label": label.to(self.device)}
 
     def fixed_inputs(self, n: int, held: Split) -> dict[str, torch.Tensor]:
         # One grid row per class: labels 0 x 8, 1 x 8, ...

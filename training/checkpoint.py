@@ -50,14 +50,17 @@ def config_of(state: dict[str, Any], path: str | Path = "checkpoint") -> TrainCo
 
 
 def load_generator(path: str | Path) -> tuple[nn.Module, TrainConfig, dict[str, Any]]:
-    """(netG in eval mode, its config, the whole checkpoint) from a checkpoint file alone."""
+    """(netG in eval mode, its config, the whole checkpoint) from a checkpoint file alone.
+
+    netG carries the weight average (`netG_ema`) when the run kept one (`--ema`): what the
+    run's evaluation judged and what is exported and served."""
     from ganserve.training.families import build_generator
 
     state = load(path)
     config = config_of(state, path)
     netG = build_generator(config)
     try:
-        netG.load_state_dict(state["netG"])
+        netG.load_state_dict(state.get("netG_ema", state["netG"]))
     except (KeyError, RuntimeError) as exc:
         raise CheckpointError(
             f"{path}: generator weights do not match the stored {config.family} config "

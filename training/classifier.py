@@ -7,6 +7,7 @@ distance is measured in.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,17 +126,27 @@ def train_classifier(*, epochs: int = 12, seed: int = 0, progress: bool = True) 
     return ClassifierResult(model, accuracy(model, held.image, held.label))
 
 
-def load_or_train(path: str | Path, *, progress: bool = True) -> ClassifierResult:
-    """The classifier saved at `path`, training and saving it there first if it is missing."""
+def cached(
+    path: str | Path,
+    key: str,
+    build: Callable[[], nn.Module],
+    fit: Callable[[], ClassifierResult],
+) -> ClassifierResult:
+    """The network saved at `path` under `key` (rebuilt by `build`), or, when the file is
+    missing, `fit()`'s result, saved there first."""
     path = Path(path)
     if path.is_file():
         state = checkpoint.load(path)
-        model = DigitClassifier()
-        model.load_state_dict(state["classifier"])
-        return ClassifierResult(model.eval(), state["held_out_accuracy"])
-    result = train_classifier(progress=progress)
+        model = build()
+        model.load_state_dict(state[key])
+        return ClassifierResult(model.eval(), state["held_out_accuracy"])  # type: ignore[arg-type]
+    result = fit()
     checkpoint.save(
-        path,
-        {"classifier": result.model.state_dict(), "held_out_accuracy": result.held_out_accuracy},
+        path, {key: result.model.state_dict(), "held_out_accuracy": result.held_out_accuracy}
     )
     return result
+
+
+def load_or_train(path: str | Path, *, progress: bool = True) -> ClassifierResult:
+    """The classifier saved at `path`, training and saving it there first if it is missing."""
+    return cached(path, "classifier", DigitClassifier, lambda: train_classifier(progress=progress))

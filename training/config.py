@@ -7,10 +7,10 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Family = Literal["dcgan", "cgan", "pix2pix"]
-FAMILIES: tuple[str, ...] = ("dcgan", "cgan", "pix2pix")
-LOSSES: tuple[str, ...] = ("vanilla", "lsgan")
-D_NORMS: tuple[str, ...] = ("batch", "spectral")
+Family = Literal["dcgan", "cgan", "pix2pix", "vae"]
+FAMILIES: tuple[str, ...] = ("dcgan", "cgan", "pix2pix", "vae")
+LOSSES: tuple[str, ...] = ("vanilla", "lsgan", "wgan-gp")
+D_NORMS: tuple[str, ...] = ("batch", "spectral", "none")
 
 
 class ConfigError(ValueError):
@@ -30,17 +30,23 @@ class TrainConfig:
     dataset: str = "mnist"
     image_size: int = 32  # H = W, a power of two
     channels: int = 1
-    nz: int = 100  # latent size (dcgan, cgan)
+    nz: int = 100  # latent size (dcgan, cgan, vae)
     ngf: int = 64  # generator width
     ndf: int = 64  # discriminator width
     num_classes: int = 10  # cgan; from the dataset for folders
     unet_depth: int = 0  # pix2pix: number of downsamplings; 0 = log2(image_size), at most 8
     n_layers_d: int = 3  # pix2pix PatchGAN depth
-    loss: str = "vanilla"  # vanilla = non-saturating BCE; lsgan = least squares
+    loss: str = "vanilla"  # vanilla = non-saturating BCE; lsgan = least squares; wgan-gp
+    gp_weight: float = 10.0  # wgan-gp: weight of the gradient penalty (Gulrajani et al. 2017)
+    n_critic: int = 1  # D (critic) updates per G update; wgan-gp uses 5
     lambda_l1: float = 100.0  # pix2pix
-    d_norm: str = "batch"  # dcgan, cgan: D's normalisation, BatchNorm or spectral norm
+    d_norm: str = "batch"  # dcgan, cgan: D's normalisation: BatchNorm, spectral norm or none
     mixed_batch: bool = False  # dcgan, cgan: D judges real and fake images in one batch
     mode_seeking: float = 1.0  # cgan: weight of the mode-seeking term in G's loss (0 = off)
+    aux_weight: float = 0.0  # cgan: weight of the auxiliary classifier's term in G's loss
+    kl_weight: float = 1.0  # vae: weight of the KL term (1 = the evidence lower bound)
+    ema: float = 0.0  # decay of the moving average of G's weights that is evaluated and
+    # exported (0 = off, the raw G); e.g. 0.999
     lr: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
@@ -82,6 +88,22 @@ class TrainConfig:
                 raise ConfigError(f"{name}: must be at least 1, got {getattr(self, name)}")
         if not 0 <= self.decay_fraction <= 1:
             raise ConfigError(f"decay_fraction: {self.decay_fraction} must be between 0 and 1")
+        if self.loss == "wgan-gp" and self.d_norm == "batch":
+            raise ConfigError(
+                "d_norm: wgan-gp's critic cannot use BatchNorm (the gradient penalty is taken "
+                "per sample); use --d-norm none or spectral"
+            )
+        if self.n_critic < 1 or self.gp_weight < 0:
+            raise ConfigError(
+                f"n_critic, gp_weight: n_critic must be at least 1 (got {self.n_critic}) and "
+                f"gp_weight 0 or more (got {self.gp_weight})"
+            )
+        if not 0 <= self.ema < 1:
+            raise ConfigError(f"ema: the decay must be in [0, 1) (0 = off), got {self.ema}")
+        if self.aux_weight < 0:
+            raise ConfigError(f"aux_weight: must be 0 (off) or positive, got {self.aux_weight}")
+        if self.kl_weight <= 0:
+            raise ConfigError(f"kl_weight: must be positive, got {self.kl_weight}")
         if self.mode_seeking < 0:
             raise ConfigError(f"mode_seeking: must be 0 (off) or positive, got {self.mode_seeking}")
         if self.max_steps < 0:

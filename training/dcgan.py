@@ -14,7 +14,7 @@ from torch.nn.utils import parametrize
 
 from ganserve.training.config import TrainConfig
 from ganserve.training.data import Split
-from ganserve.training.gan import GAN, StepStats, evaluating, frozen
+from ganserve.training.gan import GAN, StepStats, evaluating, frozen, gradient_penalty
 
 
 def weights_init(module: nn.Module) -> None:
@@ -54,22 +54,22 @@ def generator_body(nin: int, ngf: int, nc: int, image_size: int) -> nn.Sequentia
     return nn.Sequential(*layers)
 
 
-def discriminator_body(
-    nc: int, ndf: int, image_size: int, *, spectral: bool = False
-) -> nn.Sequential:
+def discriminator_body(nc: int, ndf: int, image_size: int, *, norm: str = "batch") -> nn.Sequential:
     """[N, nc, image_size, image_size] → logits [N, 1, 1, 1].
 
-    `spectral` swaps BatchNorm for spectral normalisation of every conv (Miyato et al. 2018):
-    a conditional D must judge each (image, label) pair on its own, and BatchNorm lets it
-    tell real batches from fake ones by their statistics instead.
+    `norm` "spectral" swaps BatchNorm for spectral normalisation of every conv (Miyato et al.
+    2018): a conditional D must judge each (image, label) pair on its own, and BatchNorm lets
+    it tell real batches from fake ones by their statistics instead. "none" has neither: the
+    WGAN-GP critic, whose gradient penalty is taken per sample.
     """
+    spectral, batch_norm = norm == "spectral", norm == "batch"
 
     def conv(cin: int, cout: int, *args: int) -> nn.Module:
-        layer = nn.Conv2d(cin, cout, *args, bias=spectral)
+        layer = nn.Conv2d(cin, cout, *args, bias=not batch_norm)
         return nn.utils.parametrizations.spectral_norm(layer) if spectral else layer
 
     def norm(c: int) -> list[nn.Module]:
-        return [] if spectral else [nn.BatchNorm2d(c)]
+        return [nn.BatchNorm2d(c)] if batch_norm else []
 
     n_down = int(math.log2(image_size)) - 2  # image_size → 4x4
     layers: list[nn.Module] = [conv(nc, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)]
@@ -99,9 +99,9 @@ class Generator(nn.Module):
 class Discriminator(nn.Module):
     """netD: image [N, nc, H, W] → real/fake logit [N]."""
 
-    def __init__(self, nc: int, ndf: int, image_size: int, *, spectral: bool = False) -> None:
+    def __init__(self, nc: int, ndf: int, image_size: int, *, norm: str = "batch") -> None:
         super().__init__()
-        self.main = discriminator_body(nc, ndf, image_size, spectral=spectral)
+        self.main = discriminator_body(nc, ndf, image_size, norm=norm)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.main(image).view(-1)
@@ -112,7 +112,27 @@ def build_generator(config: TrainConfig) -> Generator:
     return Generator(config.nz, config.ngf, config.channels, config.image_size)
 
 
-class DCGAN(GAN):
+class LatentSampling(GAN):
+    """What every z -> image family shares: latents from N(0, I), fixed grid inputs, samples
+    from the served generator (DCGAN, CGAN with labels added, the VAE's decoder)."""
+
+    def latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        return torch.randn(n, self.config.nz, generator=generator).to(self.device)
+
+    def random_inputs(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        return {"z": self.latent(n, generator)}
+
+    def fixed_inputs(self, n: int, held: Split) -> dict[str, torch.Tensor]:
+        return {"z": self.latent(n, torch.Generator().manual_seed(self.config.seed))}
+
+    @torch.no_grad()
+    def sample(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        # `fixed_inputs` names netG's arguments: z (and label, for cgan)
+        with evaluating(self.served_generator) as netG:
+            return netG(**inputs)
+
+
+class DCGAN(LatentSampling):
     """The DCGAN training step: one D update, then one G update, per batch.
 
     Conditional families override `conditions` to feed labels to both networks.
@@ -120,18 +140,22 @@ class DCGAN(GAN):
 
     def build(self) -> tuple[nn.Module, nn.Module]:
         c = self.config
-        netD = Discriminator(c.channels, c.ndf, c.image_size, spectral=c.d_norm == "spectral")
+        netD = Discriminator(c.channels, c.ndf, c.image_size, norm=c.d_norm)
         return build_generator(c), netD
-
-    def latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        return torch.randn(n, self.config.nz, generator=generator).to(self.device)
 
     def conditions(self, batch: dict[str, torch.Tensor]) -> tuple[tuple, tuple]:
         """Extra inputs of (netD on real images, netG and netD on fakes); none for DCGAN."""
         return (), ()
 
-    def generator_regulariser(self, fake: torch.Tensor, z: torch.Tensor) -> torch.Tensor | None:
+    def generator_regulariser(
+        self, fake: torch.Tensor, z: torch.Tensor, fake_cond: tuple
+    ) -> torch.Tensor | None:
         """An extra term of G's loss, or None; DCGAN has none."""
+        return None
+
+    def auxiliary_step(self, real: torch.Tensor, real_cond: tuple) -> float | None:
+        """An extra network's update on the real batch after D's (cgan's auxiliary
+        classifier), returning its loss; DCGAN has none."""
         return None
 
     def judge(
@@ -158,41 +182,47 @@ class DCGAN(GAN):
         real = batch["image"].to(self.device)
         z = self.latent(real.shape[0])
         real_cond, fake_cond = self.conditions(batch)
-        fake = self.netG(z, *fake_cond)
+        generator_due = self.generator_due()  # every n_critic-th step (wgan-gp: 5)
+        with torch.set_grad_enabled(generator_due):
+            fake = self.netG(z, *fake_cond)
 
         # (1) Update D network: maximize log(D(x)) + log(1 - D(G(z)))
+        # (wgan-gp: maximize D(x) - D(G(z)) - gp_weight x gradient penalty)
         self.optimizerD.zero_grad(set_to_none=True)
         output_real, output_fake = self.judge(real, fake.detach(), real_cond, fake_cond)
         errD_real = self.criterion(output_real, True)
         errD_fake = self.criterion(output_fake, False)
-        (errD_real + errD_fake).backward()
+        errD = errD_real + errD_fake
+        penalty = None
+        if self.config.loss == "wgan-gp":
+            penalty = gradient_penalty(self.netD, real, fake.detach(), *real_cond)
+            errD = errD + self.config.gp_weight * penalty
+        errD.backward()
         self.optimizerD.step()
+        loss_aux = self.auxiliary_step(real, real_cond)
 
         # (2) Update G network: maximize log(D(G(z))) (the non-saturating loss)
-        self.optimizerG.zero_grad(set_to_none=True)
-        with frozen(self.discriminator) as netD:
-            if self.config.mixed_batch:
-                _, output = self.judge(real, fake, real_cond, fake_cond, netD)
-            else:
-                output = netD(fake, *fake_cond)
-        errG = self.criterion(output, True)
-        regulariser = self.generator_regulariser(fake, z)
-        (errG if regulariser is None else errG + regulariser).backward()
-        self.optimizerG.step()
+        # (between G updates, wgan-gp reports the last one's loss and D(G(z)))
+        if generator_due:
+            self.optimizerG.zero_grad(set_to_none=True)
+            with frozen(self.discriminator) as netD:
+                if self.config.mixed_batch:
+                    _, output = self.judge(real, fake, real_cond, fake_cond, netD)
+                else:
+                    output = netD(fake, *fake_cond)
+            errG = self.criterion(output, True)
+            regulariser = self.generator_regulariser(fake, z, fake_cond)
+            (errG if regulariser is None else errG + regulariser).backward()
+            self.step_generator()
+            self.last_generator_step = (errG.item(), self.criterion.probability(output))
 
+        loss_G, D_G_z2 = self.last_generator_step
         return StepStats(
-            loss_D=(errD_real + errD_fake).item(),
-            loss_G=errG.item(),
+            loss_D=errD.item(),
+            loss_G=loss_G,
             D_x=self.criterion.probability(output_real),
             D_G_z1=self.criterion.probability(output_fake),
-            D_G_z2=self.criterion.probability(output),
+            D_G_z2=D_G_z2,
+            gradient_penalty=None if penalty is None else penalty.item(),
+            loss_aux=loss_aux,
         )
-
-    def fixed_inputs(self, n: int, held: Split) -> dict[str, torch.Tensor]:
-        return {"z": self.latent(n, torch.Generator().manual_seed(self.config.seed))}
-
-    @torch.no_grad()
-    def sample(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        # `fixed_inputs` names netG's arguments: z (and label, for cgan)
-        with evaluating(self.generator) as netG:
-            return netG(**inputs)

@@ -140,7 +140,7 @@ class Pix2Pix(GAN):
         loss_G_GAN = self.criterion(pred, True)
         loss_G_L1 = self.criterionL1(fake_B, real_B) * self.config.lambda_l1
         (loss_G_GAN + loss_G_L1).backward()
-        self.optimizerG.step()
+        self.step_generator()
 
         return StepStats(
             loss_D=(loss_D_fake + loss_D_real).item(),
@@ -163,7 +163,7 @@ class Pix2Pix(GAN):
 
     @torch.no_grad()
     def sample(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        with evaluating(self.generator) as netG:
+        with evaluating(self.served_generator) as netG:
             return netG(inputs["image"])
 
     def grid_images(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -24,6 +24,7 @@ from ganserve.training.config import TrainConfig
 from ganserve.training.evaluate import evaluate
 from ganserve.training.families import build_gan
 from ganserve.training.images import save_grid
+from ganserve.training.judge import beside, load_or_train_judge
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +167,7 @@ def train(
             if batches_done == per_epoch:  # a run cut short by max_steps redoes its last epoch
                 epoch += 1
             if main_process:
+                gan.finish_average()  # the weight average's BatchNorm statistics, re-estimated
                 save_grid(gan.grid_images(fixed), out_dir / "samples" / f"epoch_{epoch:03d}.png")
                 checkpoint.save(ckpt_path, snapshot())
     finally:
@@ -175,9 +177,10 @@ def train(
 
     report = None
     if main_process and run_evaluation and not config.dry_run:
-        classifier = None
+        classifier = judge = None
         if config.family != "pix2pix" and config.dataset == "mnist":
             classifier = load_or_train(classifier_path, progress=progress).model
+            judge = load_or_train_judge(beside(classifier_path), progress=progress).model
         report = {
             "family": config.family,
             "dataset": config.dataset,
@@ -185,11 +188,12 @@ def train(
             "epoch": epoch,
             "train_seconds": round(time.perf_counter() - started, 1),
             **evaluate(
-                gan.generator.cpu(),
+                gan.served_generator.cpu(),
                 config,
                 train_split,
                 held_split,
                 classifier,
+                judge=judge,
                 n=config.eval_samples,
             ),
         }

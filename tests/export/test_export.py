@@ -17,7 +17,12 @@ from ganserve.training import checkpoint
 from ganserve.training.config import TrainConfig
 from ganserve.training.trainer import train
 
-KINDS = {"dcgan": "unconditional", "cgan": "conditional", "pix2pix": "translation"}
+KINDS = {
+    "dcgan": "unconditional",
+    "cgan": "conditional",
+    "pix2pix": "translation",
+    "vae": "unconditional",
+}
 
 
 @pytest.fixture(scope="module")

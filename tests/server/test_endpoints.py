@@ -12,13 +12,14 @@ from PIL import Image
 
 from ganserve.latent import latents
 from ganserve.v1 import ganserve_pb2 as pb
-from tests.servers import CGAN, DCGAN, PIX2PIX, RunningServer, images
+from tests.servers import CGAN, DCGAN, PIX2PIX, VAE, RunningServer, images
 
 
 def test_list_and_describe(server: RunningServer) -> None:
     listed = {m.name: m for m in server.stub.ListModels(pb.ListModelsRequest()).models}
-    assert set(listed) == {DCGAN, CGAN, PIX2PIX}
+    assert set(listed) == {DCGAN, CGAN, PIX2PIX, VAE}
     assert listed[DCGAN].kind == "unconditional" and listed[DCGAN].latent_size == 100
+    assert listed[VAE].kind == "unconditional" and listed[VAE].latent_size == 16
     info = server.stub.DescribeModel(pb.DescribeModelRequest(model=CGAN))
     assert info.kind == "conditional" and info.num_classes == 10
     assert list(info.class_names) == [str(i) for i in range(10)]
@@ -28,6 +29,15 @@ def test_list_and_describe(server: RunningServer) -> None:
     assert '"family": "cgan"' in info.metadata["ganserve.provenance"]
     translation = server.stub.DescribeModel(pb.DescribeModelRequest(model=PIX2PIX))
     assert translation.kind == "translation" and translation.size_multiple == 32
+
+
+def test_the_vae_decoder_is_sampled_like_any_unconditional_generator(
+    server: RunningServer,
+) -> None:
+    first = images(server.stub.Sample(pb.SampleRequest(model=VAE, count=6, seed=4)))
+    again = images(server.stub.Sample(pb.SampleRequest(model=VAE, count=6, seed=4)))
+    assert first.shape == (6, 32, 32, 1) and first.tobytes() == again.tobytes()
+    assert first.std() > 10 and len({im.tobytes() for im in first}) == 6  # six digits
 
 
 def test_sample_raw_float_and_png(server: RunningServer) -> None:

@@ -73,3 +73,21 @@ def test_cgan_defaults_to_the_mixed_batch_and_the_flag_turns_it_off() -> None:
 def test_decay_longer_than_training(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     err = error_of(["dcgan", "--out", str(tmp_path), "--decay-fraction", "1.5"], capsys)
     assert "decay_fraction: 1.5 must be between 0 and 1" in err
+
+
+def test_wgan_gp_brings_the_papers_settings_and_refuses_a_batchnorm_critic(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parse = build_parser().parse_args
+    config = config_from_args("dcgan", parse(["dcgan", "--out", "x", "--loss", "wgan-gp"]))
+    assert (config.d_norm, config.n_critic, config.lr) == ("none", 5, 1e-4)
+    assert (config.beta1, config.beta2, config.gp_weight) == (0.0, 0.9, 10.0)
+    flags = ["cgan", "--out", "x", "--loss", "wgan-gp", "--n-critic", "2", "--d-norm", "spectral"]
+    config = config_from_args("cgan", parse(flags))
+    assert (config.n_critic, config.d_norm) == (2, "spectral")  # flags still win
+    err = error_of(["dcgan", "--out", str(tmp_path), "--loss", "wgan-gp", "--d-norm", "batch"],
+                   capsys)  # fmt: skip
+    assert "wgan-gp's critic cannot use BatchNorm" in err
+    assert "ema: the decay must be in [0, 1)" in error_of(
+        ["dcgan", "--out", str(tmp_path), "--ema", "1"], capsys
+    )

@@ -6,11 +6,71 @@ import torch
 from ganserve.training import data
 from ganserve.training.classifier import ClassifierResult
 from ganserve.training.config import TrainConfig
-from ganserve.training.evaluate import classify, evaluate_translation, frechet_distance
+from ganserve.training.evaluate import (
+    classify,
+    evaluate_digits,
+    evaluate_translation,
+    frechet_distance,
+)
+from ganserve.training.judge import JudgeNet
 
 
 def test_classifier_reaches_97_percent_on_held_out_digits(classifier: ClassifierResult) -> None:
     assert classifier.held_out_accuracy >= 0.97
+
+
+class _RealDigits(torch.nn.Module):
+    """A "generator" that returns training digits: of the asked-for label (cgan), or in the
+    training split's order (dcgan)."""
+
+    def __init__(self, train: data.Split) -> None:
+        super().__init__()
+        self.digits = train
+        self.by_label = [torch.nonzero(train.label == d).flatten() for d in range(10)]
+        self.calls = 0
+
+    def forward(self, z: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
+        start, self.calls = self.calls, self.calls + len(z)
+        if label is None:
+            pick = torch.randperm(len(self.digits), generator=torch.Generator().manual_seed(3))
+            return self.digits.image[pick[start : start + len(z)]]
+        rows = [self.by_label[int(d)][(start + i) // 10] for i, d in enumerate(label)]
+        return self.digits.image[torch.stack(rows)]
+
+
+def test_the_independent_judge_is_accurate_and_another_network(
+    classifier: ClassifierResult, judge: ClassifierResult
+) -> None:
+    assert judge.held_out_accuracy >= 0.97
+    assert isinstance(judge.model, JudgeNet)
+    kinds = [{type(m) for m in model.modules()} for model in (classifier.model, judge.model)]
+    assert torch.nn.BatchNorm2d in kinds[0] and torch.nn.BatchNorm2d not in kinds[1]
+    assert torch.nn.GroupNorm in kinds[1] and torch.nn.GroupNorm not in kinds[0]
+    digits = torch.zeros(2, 1, 32, 32)
+    assert classifier.model.embed(digits).shape[1] != judge.model.embed(digits).shape[1]
+
+
+def test_real_digits_clear_the_bars_under_the_independent_judge_and_noise_does_not(
+    classifier: ClassifierResult, judge: ClassifierResult
+) -> None:
+    for family in ("cgan", "dcgan"):
+        config = TrainConfig(family=family)
+        train, held = data.mnist(config)
+        report = evaluate_digits(
+            _RealDigits(train), config, classifier.model, train, held, judge=judge.model
+        )
+        assert report["bars_judged_by"] == "independent judge"
+        assert all(report["passes"].values()), (family, report["independent"])
+        assert report["independent"]["frechet_ratio"] < 1.5
+    config = TrainConfig(family="dcgan")
+    train, held = data.mnist(config)
+
+    class Noise(torch.nn.Module):
+        def forward(self, z: torch.Tensor) -> torch.Tensor:
+            return torch.rand(len(z), 1, 32, 32) * 2 - 1
+
+    noise = evaluate_digits(Noise(), config, classifier.model, train, held, judge=judge.model)
+    assert not any(noise["passes"].values())
 
 
 def test_frechet_distance_basics() -> None:

@@ -48,7 +48,7 @@ def test_dcgan_64x64_rgb_is_the_standard_generator() -> None:
 
 def test_cgan_shapes_and_parameters() -> None:
     netG = ConditionalGenerator(nz=100, num_classes=10, ngf=64, nc=1, image_size=32)
-    netD = ConditionalDiscriminator(num_classes=10, nc=1, ndf=64, image_size=32, spectral=True)
+    netD = ConditionalDiscriminator(num_classes=10, nc=1, ndf=64, image_size=32, norm="spectral")
     label = torch.tensor([0, 3, 9])
     image = netG(torch.randn(3, 100), label)
     assert image.shape == (3, 1, 32, 32)
@@ -134,9 +134,26 @@ def test_cgan_mode_seeking_punishes_a_generator_that_ignores_z() -> None:
     z = torch.randn(6, 100)
     collapsed = torch.ones(6, 1, 32, 32)
     diverse = torch.rand(6, 1, 32, 32)
-    assert gan.generator_regulariser(collapsed, z) > 1000 * gan.generator_regulariser(diverse, z)
+    cond = (fake_label,)
+    assert gan.generator_regulariser(collapsed, z, cond) > 1000 * gan.generator_regulariser(
+        diverse, z, cond
+    )
     off = build_gan(TrainConfig(family="cgan", ngf=8, ndf=8, mode_seeking=0), torch.device("cpu"))
-    assert off.generator_regulariser(diverse, z) is None
+    assert off.generator_regulariser(diverse, z, cond) is None
+
+
+def test_the_auxiliary_classifier_learns_on_real_digits_and_adds_gs_class_term() -> None:
+    config = TrainConfig(family="cgan", ngf=8, ndf=8, mode_seeking=0, aux_weight=2.0)
+    gan = build_gan(config, torch.device("cpu"))
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(20, 1, 32, 32, generator=g) * 2 - 1
+    label = torch.arange(20) % 10
+    losses = [gan.auxiliary_step(image, (label,)) for _ in range(200)]
+    assert losses[-1] < losses[0] / 2  # it fits the real batch it is shown
+    term = gan.generator_regulariser(image, torch.randn(20, 100), (label,))
+    wrong = gan.generator_regulariser(image, torch.randn(20, 100), ((label + 1) % 10,))
+    assert term is not None and wrong is not None and wrong > 2 * term  # asked-for labels matter
+    assert "auxiliary" in gan.state_dict() and "optimizerA" in gan.state_dict()
 
 
 @pytest.mark.parametrize("family", ["dcgan", "cgan"])

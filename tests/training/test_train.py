@@ -21,7 +21,7 @@ def read_log(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("family", ["dcgan", "cgan", "pix2pix"])
+@pytest.mark.parametrize("family", ["dcgan", "cgan", "pix2pix", "vae"])
 def test_dry_run_writes_a_checkpoint_grid_and_log(family: str, tmp_path: Path) -> None:
     assert main([family, "--out", str(tmp_path), "--dry-run", "--quiet"]) == 0
     state = checkpoint.load(tmp_path / "checkpoint.pt")
@@ -150,13 +150,46 @@ def test_the_same_code_trains_64x64_rgb_from_an_image_folder(tmp_path: Path) -> 
         assert netG(torch.randn(2, stored.nz), torch.tensor([0, 2])).shape == (2, 3, 64, 64)
 
 
-def test_a_run_resumed_at_an_epoch_end_matches_a_straight_run(tmp_path: Path) -> None:
-    config = TrainConfig(family="cgan", dataset="fake", ngf=8, ndf=8, batch_size=32, epochs=2)
+def straight_and_resumed(config: TrainConfig, tmp_path: Path) -> tuple[dict, dict]:
+    """The checkpoints of a 2-epoch run, and of 1 epoch resumed for a second."""
     straight = train(config, tmp_path / "a", device="cpu", run_evaluation=False, progress=False)
     train(config.replace(epochs=1), tmp_path / "b", device="cpu", run_evaluation=False,
           progress=False)  # fmt: skip
     resumed = train(config, tmp_path / "b", device="cpu", resume=tmp_path / "b" / "checkpoint.pt",
                     run_evaluation=False, progress=False)  # fmt: skip
-    a, b = checkpoint.load(straight.checkpoint), checkpoint.load(resumed.checkpoint)
+    return checkpoint.load(straight.checkpoint), checkpoint.load(resumed.checkpoint)
+
+
+def test_a_run_resumed_at_an_epoch_end_matches_a_straight_run(tmp_path: Path) -> None:
+    config = TrainConfig(family="cgan", dataset="fake", ngf=8, ndf=8, batch_size=32, epochs=2)
+    a, b = straight_and_resumed(config, tmp_path)
     assert a["step"] == b["step"] == 16
     assert all(torch.equal(a["netG"][k], b["netG"][k]) for k in a["netG"])
+
+
+def test_a_resumed_run_with_a_weight_average_matches_a_straight_run(tmp_path: Path) -> None:
+    config = TrainConfig(family="dcgan", dataset="fake", ngf=8, ndf=8, batch_size=32, epochs=2,
+                         ema=0.9)  # fmt: skip
+    a, b = straight_and_resumed(config, tmp_path)
+    assert a["ema_updates"] == b["ema_updates"] == 16
+    for net in ("netG", "netG_ema"):
+        assert all(torch.equal(a[net][k], b[net][k]) for k in a[net])
+    # the average is what load_generator (evaluation, export) rebuilds, and it is not G itself
+    netG, _, _ = checkpoint.load_generator(tmp_path / "a" / "checkpoint.pt")
+    weights = netG.state_dict()
+    assert all(torch.equal(weights[k], a["netG_ema"][k]) for k in weights)
+    assert not torch.equal(a["netG"]["main.0.weight"], a["netG_ema"]["main.0.weight"])
+
+
+def test_wgan_gp_updates_g_once_per_n_critic_steps(tmp_path: Path) -> None:
+    config = TrainConfig(family="cgan", dataset="fake", ngf=8, ndf=8, batch_size=16,
+                         loss="wgan-gp", d_norm="none", n_critic=3, log_every=1)  # fmt: skip
+    gan = build_gan(config, torch.device("cpu"))
+    batch = {"image": torch.rand(16, 1, 32, 32) * 2 - 1, "label": torch.arange(16) % 10}
+    before = {k: v.detach().clone() for k, v in gan.generator.named_parameters()}
+    stats = [gan.train_step(batch) for _ in range(2)]
+    assert all(torch.equal(before[k], v) for k, v in gan.generator.named_parameters())
+    assert stats[0].loss_G is None and stats[0].gradient_penalty is not None
+    third = gan.train_step(batch)  # the third critic step is followed by G's first update
+    assert third.loss_G is not None and math.isfinite(third.loss_G)
+    assert not torch.equal(before["main.0.weight"], gan.generator.main[0].weight)
