@@ -1,5 +1,5 @@
-"""`python -m ganserve.training {dcgan,cgan,pix2pix,evaluate,classifier}`: train, evaluate,
-judge."""
+"""`python -m ganserve.training {dcgan,cgan,pix2pix,srgan,evaluate,classifier}`: train,
+evaluate, judge."""
 
 from __future__ import annotations
 
@@ -38,6 +38,8 @@ FAMILY_DEFAULTS: dict[str, dict[str, object]] = {
         "mode_seeking": 0.5,
     },
     "pix2pix": {"ngf": 32, "ndf": 32, "epochs": 20, "decay_fraction": 0.5},
+    # srgan: 4x (8x8 → 32x32); L1 content weight 1 against the adversarial 1e-3 (Ledig et al.)
+    "srgan": {"ngf": 32, "ndf": 32, "epochs": 20, "decay_fraction": 0.5, "lambda_l1": 1.0},
 }
 DRY_RUN = {"dataset": "fake", "max_steps": 2, "epochs": 1, "batch_size": 16}
 
@@ -50,6 +52,7 @@ def _add_train_parser(sub: argparse._SubParsersAction, family: str) -> None:
         "dcgan": "unconditional DCGAN",
         "cgan": "class-conditional GAN",
         "pix2pix": "pix2pix image translation (default: MNIST edges → digits)",
+        "srgan": "SRGAN super-resolution (default: MNIST 8x8 → 32x32)",
     }[family]
     p = sub.add_parser(family, help=f"train a {doc}", description=f"Train a {doc}.")
     p.add_argument("--out", required=True, type=Path, help="output folder (created)")
@@ -65,7 +68,11 @@ def _add_train_parser(sub: argparse._SubParsersAction, family: str) -> None:
     p.add_argument(
         "--loss", choices=LOSSES, help="adversarial loss (default vanilla, non-saturating)"
     )
-    p.add_argument("--lambda-l1", type=float, help="pix2pix L1 weight (default 100)")
+    p.add_argument("--lambda-l1", type=float, help="pix2pix L1 weight (100); srgan content (1)")
+    p.add_argument("--scale", type=int, choices=(2, 4), help="srgan upscaling factor (default 4)")
+    p.add_argument("--residual-blocks", type=int, help="srgan residual blocks in G (default 8)")
+    p.add_argument("--lambda-adv", type=float, help="srgan adversarial weight (default 1e-3)")
+    p.add_argument("--lambda-feature", type=float, help="srgan classifier feature loss weight")
     p.add_argument("--d-norm", choices=("batch", "spectral"), help="dcgan/cgan D normalisation")
     p.add_argument(
         "--mixed-batch",

@@ -23,7 +23,8 @@ class StepStats:
     D_x: float
     D_G_z1: float
     D_G_z2: float
-    loss_L1: float | None = None  # pix2pix only
+    loss_L1: float | None = None  # pix2pix, srgan
+    loss_feature: float | None = None  # srgan, with the classifier's feature loss
 
     def as_dict(self) -> dict[str, float]:
         """The non-empty fields, for logs and the progress bar."""

@@ -73,3 +73,14 @@ def test_cgan_defaults_to_the_mixed_batch_and_the_flag_turns_it_off() -> None:
 def test_decay_longer_than_training(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     err = error_of(["dcgan", "--out", str(tmp_path), "--decay-fraction", "1.5"], capsys)
     assert "decay_fraction: 1.5 must be between 0 and 1" in err
+
+
+def test_srgan_defaults_and_scale(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    parse = build_parser().parse_args
+    config = config_from_args("srgan", parse(["srgan", "--out", "x"]))
+    assert config.scale == 4 and config.lambda_l1 == 1.0 and config.lambda_adv == 1e-3
+    assert config.lambda_feature > 0
+    assert config_from_args("srgan", parse(["srgan", "--out", "x", "--scale", "2"])).scale == 2
+    assert "--scale: invalid choice: 3" in error_of(["srgan", "--out", "x", "--scale", "3"], capsys)
+    with pytest.raises(ConfigError, match="scale: 8"):
+        TrainConfig(family="srgan", scale=8)
