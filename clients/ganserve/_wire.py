@@ -126,6 +126,7 @@ def model_info(info: pb.ModelInfo) -> ModelInfo:
             for v in info.versions
         ),
         metadata=dict(info.metadata),
+        scale=info.scale or 1,  # servers before super-resolution leave it unset
     )
 
 
