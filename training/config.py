@@ -43,7 +43,7 @@ class TrainConfig:
     scale: int = 4  # srgan: upscaling factor, 2 or 4
     residual_blocks: int = 8  # srgan: residual blocks in G (SRResNet has 16)
     lambda_adv: float = 1e-3  # srgan: weight of the adversarial loss (Ledig et al. 2017)
-    lambda_feature: float = 0.01  # srgan: weight of the classifier feature loss (VGG's stand-in)
+    lambda_feature: float = 0.003  # srgan: weight of the classifier feature loss (VGG's stand-in)
     d_norm: str = "batch"  # dcgan, cgan: D's normalisation, BatchNorm or spectral norm
     mixed_batch: bool = False  # dcgan, cgan: D judges real and fake images in one batch
     mode_seeking: float = 1.0  # cgan: weight of the mode-seeking term in G's loss (0 = off)
