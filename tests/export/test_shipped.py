@@ -9,13 +9,19 @@ from ganserve.export.metadata import ModelCard
 from ganserve.training import data
 from ganserve.training.classifier import ClassifierResult
 from ganserve.training.config import TrainConfig
-from ganserve.training.evaluate import MIN_CLASS_ACCURACY, MIN_PSNR_DB, evaluate
+from ganserve.training.evaluate import (
+    MIN_CLASS_ACCURACY,
+    MIN_PSNR_DB,
+    MIN_PSNR_OVER_BICUBIC_DB,
+    evaluate,
+)
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 SHIPPED = {
     "mnist-dcgan": "unconditional",
     "mnist-cgan": "conditional",
     "mnist-edges2digits": "translation",
+    "mnist-sr4x": "translation",
 }
 
 
@@ -53,3 +59,6 @@ def test_shipped_model_meets_the_bar_through_onnx_runtime(
         assert report["class_accuracy"] >= MIN_CLASS_ACCURACY
     if name == "mnist-edges2digits":
         assert report["psnr_db"] >= MIN_PSNR_DB
+    if name == "mnist-sr4x":  # beats bicubic upscaling on both counts
+        assert report["psnr_over_bicubic_db"] >= MIN_PSNR_OVER_BICUBIC_DB
+        assert report["accuracy"] > report["accuracy_bicubic"]
