@@ -46,21 +46,23 @@ protos: $(VENV)/.dev-installed
 		--grpc_python_out=clients protos/ganserve/v1/ganserve.proto \
 		protos/ganserve/oip/grpc_service.proto
 
-## models: rebuild the shipped generators end to end (train → evaluate → export → verify), ~55 min;
-## replaces runs/{dcgan,cgan,pix2pix,vae}-mnist and models/mnist-*, keeps a trained runs/classifier
+## models: rebuild the shipped generators end to end (train → evaluate → export → verify), ~60 min;
+## replaces runs/{dcgan,cgan,pix2pix,vae,srgan}-mnist and models/mnist-*, keeps a trained runs/classifier
 models: $(VENV)/.dev-installed
 	test -f runs/classifier/classifier.pt || $(BIN)/python -m ganserve.training classifier
-	rm -rf runs/dcgan-mnist runs/cgan-mnist runs/pix2pix-mnist runs/vae-mnist
+	rm -rf runs/dcgan-mnist runs/cgan-mnist runs/pix2pix-mnist runs/vae-mnist runs/srgan-mnist
 	$(BIN)/python -m ganserve.training dcgan --out runs/dcgan-mnist
 	$(BIN)/python -m ganserve.training cgan --out runs/cgan-mnist
 	$(BIN)/python -m ganserve.training pix2pix --out runs/pix2pix-mnist
 	$(BIN)/python -m ganserve.training vae --out runs/vae-mnist
-	rm -rf models/mnist-dcgan models/mnist-cgan models/mnist-edges2digits models/mnist-vae
+	$(BIN)/python -m ganserve.training srgan --out runs/srgan-mnist
+	rm -rf models/mnist-dcgan models/mnist-cgan models/mnist-edges2digits models/mnist-vae models/mnist-sr4x
 	$(BIN)/python -m ganserve.export runs/dcgan-mnist/checkpoint.pt --name mnist-dcgan --fp16
 	$(BIN)/python -m ganserve.export runs/cgan-mnist/checkpoint.pt --name mnist-cgan --fp16
 	$(BIN)/python -m ganserve.export runs/pix2pix-mnist/checkpoint.pt --name mnist-edges2digits
 	$(BIN)/python -m ganserve.export runs/vae-mnist/checkpoint.pt --name mnist-vae --fp16
-	for m in mnist-dcgan mnist-cgan mnist-edges2digits mnist-vae; do \
+	$(BIN)/python -m ganserve.export runs/srgan-mnist/checkpoint.pt --name mnist-sr4x
+	for m in mnist-dcgan mnist-cgan mnist-edges2digits mnist-vae mnist-sr4x; do \
 		$(BIN)/python -m ganserve.export.evaluate models/$$m/1/model.onnx > models/$$m/1/evaluation.json; done
 
 ## demo: a short DCGAN training run on MNIST (10 epochs), with its evaluation

@@ -14,8 +14,9 @@ Keys, all prefixed ``ganserve.``:
 | output | JSON {name, dtype, shape, layout, range}: uint8 NHWC [0, 255] or float32 NCHW [-1, 1] |
 | latent_size | nz (0 for translation) |
 | num_classes / class_names | conditional models: count, and a JSON list of names |
-| image | JSON {height, width, channels}: the size the model was trained at |
+| image | JSON {height, width, channels}: the output size the model was trained at |
 | size_multiple | translation: height and width must be multiples of this (2^U-Net depth) |
+| scale | translation: output height and width per input pixel (super-resolution; absent: 1) |
 | precision | fp32 or fp16 (weights and compute; inputs and outputs keep their dtypes) |
 | provenance | JSON: family, dataset, steps, epochs, evaluation, source commit, checkpoint hash |
 """
@@ -79,6 +80,7 @@ class ModelCard:
     num_classes: int = 0
     class_names: tuple[str, ...] = ()
     size_multiple: int = 1
+    scale: int = 1  # output height and width per input pixel (super-resolution: 2 or 4)
     pixel_range: tuple[float, float] = (0.0, 255.0)
     precision: str = "fp32"
     provenance: dict[str, Any] = field(default_factory=dict)
@@ -94,11 +96,25 @@ class ModelCard:
             raise ModelCardError(
                 f"{PREFIX}class_names: {len(self.class_names)} names for {self.num_classes} classes"
             )
+        if self.scale < 1 or (self.scale > 1 and self.kind != "translation"):
+            raise ModelCardError(
+                f"{PREFIX}scale: {self.scale}; at least 1, and above 1 only for translation"
+            )
 
     @property
     def uint8_output(self) -> bool:
         """True when the graph ends in the serving head (uint8 NHWC, 0-255)."""
         return self.output.dtype == "uint8"
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) of the source image a translation model was trained at: the output
+        size (`height`, `width`) divided by `scale`."""
+        return self.height // self.scale, self.width // self.scale
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        """(height, width) of the image made from a source of `height` x `width`."""
+        return height * self.scale, width * self.scale
 
     def input(self, name: str) -> TensorSpec:
         """The input called `name` (z, label or image)."""
@@ -121,6 +137,7 @@ class ModelCard:
                 {"height": self.height, "width": self.width, "channels": self.channels}
             ),
             "size_multiple": str(self.size_multiple),
+            "scale": str(self.scale),
             "precision": self.precision,
             "provenance": json.dumps(self.provenance, sort_keys=True),
         }
@@ -155,6 +172,7 @@ class ModelCard:
                 num_classes=int(get("num_classes")),
                 class_names=tuple(json.loads(get("class_names"))),
                 size_multiple=int(get("size_multiple")),
+                scale=int(props.get(PREFIX + "scale", "1")),  # cards before super-resolution
                 pixel_range=tuple(float(v) for v in output["range"]),  # type: ignore[arg-type]
                 precision=get("precision"),
                 provenance=json.loads(get("provenance")),
@@ -168,9 +186,10 @@ class ModelCard:
 def example_inputs(
     card: ModelCard, batch: int, size: tuple[int, int] | None = None, seed: int = 0
 ) -> dict[str, np.ndarray]:
-    """Random inputs for a model with this card: latents N(0, 1), labels, or source images."""
+    """Random inputs for a model with this card: latents N(0, 1), labels, or source images
+    of `size` (default: the size the model was trained at, `card.input_size`)."""
     rng = np.random.default_rng(seed)
-    h, w = size or (card.height, card.width)
+    h, w = size or card.input_size
     feeds: dict[str, np.ndarray] = {}
     for spec in card.inputs:
         if spec.name == "z":

@@ -32,6 +32,7 @@ KIND_OF_FAMILY = {
     "cgan": "conditional",
     "pix2pix": "translation",
     "vae": "unconditional",  # the decoder: z -> image
+    "srgan": "translation",  # super-resolution: the output `scale` times the input
 }
 FLOAT_TOLERANCE = 1e-4  # max |ONNX Runtime - PyTorch| for float outputs in [-1, 1]
 UINT8_TOLERANCE = 1  # max difference in levels for uint8 outputs (rounding at .5 may differ)
@@ -157,7 +158,8 @@ def model_card(
         latent_size=config.nz if kind != "translation" else 0,
         num_classes=config.num_classes if kind == "conditional" else 0,
         class_names=names if kind == "conditional" else (),
-        size_multiple=2**config.depth if kind == "translation" else 1,
+        size_multiple=2**config.depth if config.family == "pix2pix" else 1,
+        scale=config.scale if config.family == "srgan" else 1,
         pixel_range=(0.0, 255.0) if uint8 else (-1.0, 1.0),
         precision="fp16" if fp16 else "fp32",
         provenance={
@@ -198,8 +200,8 @@ def verify(path: Path, head: ServingHead, card: ModelCard) -> dict[str, float]:
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     sizes: list[tuple[int, int] | None] = [None]
     if card.kind == "translation":
-        m = card.size_multiple
-        sizes.append((max(m, card.height) * 2, max(m, card.width)))  # taller than trained
+        m, (h, w) = card.size_multiple, card.input_size
+        sizes.append((max(m, h) * 2, max(m, w)))  # taller than trained
     tolerance = UINT8_TOLERANCE if card.uint8_output else FLOAT_TOLERANCE
     if card.precision == "fp16":
         tolerance = FP16_UINT8_TOLERANCE if card.uint8_output else FP16_FLOAT_TOLERANCE
@@ -215,8 +217,18 @@ def verify(path: Path, head: ServingHead, card: ModelCard) -> dict[str, float]:
                     f"{want.dtype}{list(want.shape)}"
                 )
             error = float(np.abs(got.astype(np.float64) - want.astype(np.float64)).max())
-            h, w = size or (card.height, card.width)
+            h, w = size or card.input_size
             case = f"batch {batch}, {h}x{w}"
+            if card.kind == "translation":
+                out_h, out_w = card.output_size(h, w)
+                got_h, got_w = got.shape[1:3] if card.uint8_output else got.shape[2:4]
+                if (got_h, got_w) != (out_h, out_w):
+                    raise ExportError(
+                        f"{path}: a {h}x{w} source gave {got_h}x{got_w}, the card says "
+                        f"{out_h}x{out_w} (scale {card.scale})"
+                    )
+                if card.scale > 1:
+                    case += f" -> {out_h}x{out_w}"
             errors[case] = error
             if error > tolerance:
                 raise ExportError(

@@ -38,7 +38,7 @@ class ServerConfig:
     max_images_per_call: int = 4096  # unary calls; streams have no limit
     max_pending_rpcs: int = 65536  # calls gRPC holds before the service takes them (see docs)
     max_message_bytes: int = 64 * 1024 * 1024  # gRPC send and receive limit
-    max_translation_pixels: int = 16 * 1024 * 1024  # N x H x W of one translation call
+    max_translation_pixels: int = 16 * 1024 * 1024  # N x H x W of one translation call's output
     stream_chunk_size: int = 256  # images per streamed message by default
     tls_cert: str = ""  # PEM certificate chain: serve TLS (with --tls-key)
     tls_key: str = ""  # PEM private key of --tls-cert

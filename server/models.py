@@ -244,10 +244,11 @@ class ModelRepository:
 
     def _batch_values(self, card: ModelCard) -> int:
         """The input values one batch may hold: a translation batch stays within one call's
-        pixel limit (each call is checked against it on arrival); generators: no limit."""
+        pixel limit (each call is checked against it on arrival, in output pixels: scale^2
+        per source pixel); generators: no limit."""
         if card.kind != "translation":
             return 0
-        return self.config.max_translation_pixels * card.channels
+        return self.config.max_translation_pixels * card.channels // card.scale**2
 
     def _load_version(self, mv: ModelVersion, max_batch: int, instances: int, threads: int) -> None:
         if not mv.path.is_file():

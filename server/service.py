@@ -294,6 +294,7 @@ class GeneratorService(pb_grpc.GeneratorServicer):
         info.class_names.extend(card.class_names)
         info.height, info.width, info.channels = card.height, card.width, card.channels
         info.size_multiple = card.size_multiple
+        info.scale = card.scale
         info.max_batch_size = mv.batcher.max_batch_size
         info.execution_provider = mv.runners[0].provider
         info.metadata.update(card.to_props())
@@ -371,15 +372,19 @@ class GeneratorService(pb_grpc.GeneratorServicer):
         return self._stream(request, "GenerateStream")
 
     def _check_sources(self, card: ModelCard, n: int, h: int, w: int) -> None:
-        """Count, size and pixel budget of a translation call: checked before any decoding."""
+        """Count, size and pixel budget of a translation call: checked before any decoding.
+        The budget counts output pixels: a super-resolution model's are `scale`^2 per source
+        pixel."""
         self._check_count(n, stream=False, field="images")
         m = card.size_multiple
         if h < m or w < m or h % m or w % m:
             raise invalid(f"images: {h}x{w}; height and width must be multiples of {m}")
-        if n * h * w > self.config.max_translation_pixels:
+        out_h, out_w = card.output_size(h, w)
+        if n * out_h * out_w > self.config.max_translation_pixels:
+            upscaled = f" (upscaled {card.scale}x: {out_h} x {out_w})" if card.scale > 1 else ""
             raise invalid(
-                f"images: {n} x {h} x {w} = {n * h * w} pixels, over the limit of "
-                f"{self.config.max_translation_pixels} per call"
+                f"images: {n} x {h} x {w}{upscaled} = {n * out_h * out_w} pixels, over the limit "
+                f"of {self.config.max_translation_pixels} per call"
             )
 
     async def _sources(self, request: pb.TranslateRequest, card: ModelCard) -> np.ndarray:
@@ -410,7 +415,7 @@ class GeneratorService(pb_grpc.GeneratorServicer):
         self._check_encoding(request.encoding)
         images = await self._sources(request, mv.card)
         n, h, w, _ = images.shape
-        self._check_response_size(mv.card, n, h, w, request.encoding)
+        self._check_response_size(mv.card, n, *mv.card.output_size(h, w), request.encoding)
         spec = mv.card.input("image")
         source = images if spec.dtype == "uint8" else to_unit(images.transpose(0, 3, 1, 2))
         out = await self._run(mv, {"image": np.ascontiguousarray(source)})

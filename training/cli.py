@@ -1,4 +1,4 @@
-"""`python -m ganserve.training {dcgan,cgan,pix2pix,vae,evaluate,classifier}`: train,
+"""`python -m ganserve.training {dcgan,cgan,pix2pix,vae,srgan,evaluate,classifier}`: train,
 evaluate, judge."""
 
 from __future__ import annotations
@@ -52,6 +52,9 @@ FAMILY_DEFAULTS: dict[str, dict[str, object]] = {
         "beta1": 0.9,
         "decay_fraction": 1 / 3,
     },
+    # srgan: 4x (8x8 → 32x32); L1 content weight 1 against the adversarial 1e-3 (Ledig et al.).
+    # A narrow D (ndf 16) and 6 epochs (372 steps): 0.6-0.7 s a step on 2 cores alone, ~4 min.
+    "srgan": {"ngf": 32, "ndf": 16, "epochs": 6, "decay_fraction": 0.5, "lambda_l1": 1.0},
 }
 # --loss wgan-gp: Gulrajani et al. 2017's settings (critic without BatchNorm, 5 critic updates
 # per G update, Adam lr 1e-4 with betas (0, 0.9), penalty weight 10); flags still win.
@@ -76,6 +79,7 @@ def _add_train_parser(sub: argparse._SubParsersAction, family: str) -> None:
         "cgan": "class-conditional GAN",
         "pix2pix": "pix2pix image translation (default: MNIST edges → digits)",
         "vae": "variational autoencoder (its decoder is served as an unconditional generator)",
+        "srgan": "SRGAN super-resolution (default: MNIST 8x8 → 32x32)",
     }[family]
     p = sub.add_parser(family, help=f"train a {doc}", description=f"Train a {doc}.")
     p.add_argument("--out", required=True, type=Path, help="output folder (created)")
@@ -101,7 +105,11 @@ def _add_train_parser(sub: argparse._SubParsersAction, family: str) -> None:
         type=float,
         help="decay of the moving average of G's weights that is evaluated and exported (0 = off)",
     )
-    p.add_argument("--lambda-l1", type=float, help="pix2pix L1 weight (default 100)")
+    p.add_argument("--lambda-l1", type=float, help="pix2pix L1 weight (100); srgan content (1)")
+    p.add_argument("--scale", type=int, choices=(2, 4), help="srgan upscaling factor (default 4)")
+    p.add_argument("--residual-blocks", type=int, help="srgan residual blocks in G (default 8)")
+    p.add_argument("--lambda-adv", type=float, help="srgan adversarial weight (default 1e-3)")
+    p.add_argument("--lambda-feature", type=float, help="srgan classifier feature loss weight")
     p.add_argument("--d-norm", choices=D_NORMS, help="dcgan/cgan D normalisation")
     p.add_argument(
         "--mixed-batch",

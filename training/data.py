@@ -101,6 +101,15 @@ def edges(images: torch.Tensor) -> torch.Tensor:
     return (magnitude / 4).clamp(0, 1) * 2 - 1  # a step edge of height 1 gives magnitude 4
 
 
+def downsample(images: torch.Tensor, scale: int) -> torch.Tensor:
+    """[N, C, H, W] → [N, C, H/scale, W/scale] by area averaging: srgan's low-resolution source.
+
+    Deterministic, and the mean of each scale x scale block, as a sensor with larger pixels
+    would record it.
+    """
+    return F.avg_pool2d(images, scale)
+
+
 def mnist(config: TrainConfig) -> tuple[Split, Split]:
     """MNIST train and held-out splits at the configured size and channels."""
     if config.channels != 1:
@@ -115,6 +124,8 @@ def mnist(config: TrainConfig) -> tuple[Split, Split]:
         idx_t = torch.from_numpy(idx)
         img = images[idx_t]
         source = edges(img) if config.family == "pix2pix" else None
+        if config.family == "srgan":
+            source = downsample(img, config.scale)
         parts.append(Split(img, labels_t[idx_t], source, names))
     return parts[0], parts[1]
 
@@ -126,6 +137,8 @@ def fake(config: TrainConfig, n: int = 256) -> tuple[Split, Split]:
     image = torch.rand(shape, generator=g) * 2 - 1
     label = torch.randint(0, config.num_classes, (n,), generator=g)
     source = torch.rand(shape, generator=g) * 2 - 1 if config.family == "pix2pix" else None
+    if config.family == "srgan":
+        source = downsample(image, config.scale)
     names = tuple(str(c) for c in range(config.num_classes))
     split = Split(image, label, source, names)
     return split, split
@@ -206,4 +219,12 @@ def load(config: TrainConfig) -> tuple[Split, Split]:
     root = Path(config.dataset)
     if not root.is_dir():
         raise DatasetError(f"dataset: {root} is neither 'mnist', 'fake' nor an existing folder")
-    return paired_folder(config) if config.family == "pix2pix" else image_folder(config)
+    if config.family == "pix2pix":
+        return paired_folder(config)
+    train, held = image_folder(config)
+    if config.family == "srgan":  # the folder's images are the high-resolution side
+        train, held = (
+            Split(s.image, s.label, downsample(s.image, config.scale), s.class_names)
+            for s in (train, held)
+        )
+    return train, held

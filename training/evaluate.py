@@ -6,7 +6,9 @@ the class shares of unconditional ones, and a Frechet distance between its featu
 generated and held-out real digits, reported next to the same distance between two real sets
 (train vs held-out) of the same size. The bars (`passes`) use the independent judge, which no
 training run or tuning has seen. Translation (pix2pix) is judged by L1 and PSNR against the
-held-out targets.
+held-out targets. Super-resolution (srgan) is judged against bicubic upscaling of the same
+low-resolution digits: PSNR to the real ones, and the classifier's accuracy on both (and on
+the real digits, the ceiling).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from ganserve.training.classifier import DigitClassifier, to_classifier_input
 from ganserve.training.config import TrainConfig
 from ganserve.training.data import Split
 from ganserve.training.judge import JudgeNet
+from ganserve.training.srgan import bicubic
 
 Judge = DigitClassifier | JudgeNet
 
@@ -31,6 +34,7 @@ MIN_CLASS_ACCURACY = 0.95
 CLASS_SHARE_RANGE = (0.07, 0.13)  # unconditional: every digit between 7% and 13% of samples
 MAX_FRECHET_RATIO = 2.5
 MIN_PSNR_DB = 20.0
+MIN_PSNR_OVER_BICUBIC_DB = 1.0  # srgan: the issue's quality bar
 
 
 def device_of(netG: nn.Module) -> torch.device:
@@ -181,6 +185,59 @@ def evaluate_translation(netG: nn.Module, held: Split, batch: int = 250) -> dict
     }
 
 
+def _psnr_db(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """PSNR per image [N] of images in [-1, 1], measured with pixels in [0, 1]."""
+    mse = ((fake - real) / 2).pow(2).flatten(1).mean(1).clamp_min(1e-10)
+    return 10 * torch.log10(1.0 / mse)
+
+
+@torch.no_grad()
+def evaluate_super_resolution(
+    netG: nn.Module,
+    config: TrainConfig,
+    held: Split,
+    classifier: DigitClassifier | None,
+    batch: int = 250,
+) -> dict[str, Any]:
+    """PSNR and L1 of netG(low) and of bicubic upscaling against the held-out high-resolution
+    images; with the classifier, its accuracy on both and on the real images."""
+    assert held.source is not None
+    netG.eval()
+    device = device_of(netG)
+    sr_parts, bicubic_parts = [], []
+    for i in range(0, len(held), batch):
+        low = held.source[i : i + batch]
+        sr_parts.append(netG(low.to(device)).cpu().float())
+        bicubic_parts.append(bicubic(low, config.scale))
+    sr, up, real = torch.cat(sr_parts), torch.cat(bicubic_parts), held.image
+    if sr.shape != real.shape:
+        raise ValueError(f"srgan: netG gave {list(sr.shape)} for targets {list(real.shape)}")
+    psnr, psnr_bicubic = _psnr_db(sr, real).mean().item(), _psnr_db(up, real).mean().item()
+    report: dict[str, Any] = {
+        "pairs": len(held),
+        "scale": config.scale,
+        "psnr_db": round(psnr, 3),
+        "psnr_bicubic_db": round(psnr_bicubic, 3),
+        "psnr_over_bicubic_db": round(psnr - psnr_bicubic, 3),
+        "l1": round((sr - real).abs().mean().item() / 2, 5),  # pixels in [0, 1]
+        "l1_bicubic": round((up - real).abs().mean().item() / 2, 5),
+    }
+    passes = {"psnr_over_bicubic_db": psnr - psnr_bicubic >= MIN_PSNR_OVER_BICUBIC_DB}
+    if classifier is not None:
+        labels = held.label.numpy()
+        accuracy = {
+            name: float((classify(classifier, images)[1] == labels).mean())
+            for name, images in (("sr", sr), ("bicubic", up), ("real", real))
+        }
+        report["accuracy"] = round(accuracy["sr"], 4)
+        report["accuracy_bicubic"] = round(accuracy["bicubic"], 4)
+        report["accuracy_real"] = round(accuracy["real"], 4)
+        report["accuracy_over_bicubic"] = round(accuracy["sr"] - accuracy["bicubic"], 4)
+        passes["accuracy_over_bicubic"] = accuracy["sr"] > accuracy["bicubic"]
+    report["passes"] = passes
+    return report
+
+
 def evaluate(
     netG: nn.Module,
     config: TrainConfig,
@@ -194,6 +251,8 @@ def evaluate(
     """The report that fits the family and dataset (see the module docstring)."""
     if config.family == "pix2pix":
         return evaluate_translation(netG, held)
+    if config.family == "srgan":
+        return evaluate_super_resolution(netG, config, held, classifier)
     if classifier is None or config.dataset != "mnist":
         return {"note": "digit metrics need the mnist dataset and the project's classifier"}
     return evaluate_digits(netG, config, classifier, train, held, judge=judge, n=n)

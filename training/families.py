@@ -13,15 +13,24 @@ from ganserve.training.dcgan import build_generator as build_dcgan_generator
 from ganserve.training.gan import GAN
 from ganserve.training.pix2pix import Pix2Pix
 from ganserve.training.pix2pix import build_generator as build_pix2pix_generator
+from ganserve.training.srgan import SRGAN
+from ganserve.training.srgan import build_generator as build_srgan_generator
 from ganserve.training.vae import VAE
 from ganserve.training.vae import build_generator as build_vae_generator
 
-_GANS: dict[str, type[GAN]] = {"dcgan": DCGAN, "cgan": CGAN, "pix2pix": Pix2Pix, "vae": VAE}
+_GANS: dict[str, type[GAN]] = {
+    "dcgan": DCGAN,
+    "cgan": CGAN,
+    "pix2pix": Pix2Pix,
+    "vae": VAE,
+    "srgan": SRGAN,
+}
 _GENERATORS = {
     "dcgan": build_dcgan_generator,
     "cgan": build_cgan_generator,
     "pix2pix": build_pix2pix_generator,
     "vae": build_vae_generator,
+    "srgan": build_srgan_generator,
 }
 
 

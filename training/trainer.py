@@ -25,6 +25,7 @@ from ganserve.training.evaluate import evaluate
 from ganserve.training.families import build_gan
 from ganserve.training.images import save_grid
 from ganserve.training.judge import beside, load_or_train_judge
+from ganserve.training.srgan import SRGAN
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,12 @@ def train(
         config = config.replace(num_classes=len(train_split.class_names))
 
     gan = build_gan(config, dev)
+    if isinstance(gan, SRGAN) and config.lambda_feature:
+        # srgan's feature loss is taken in the digit classifier's feature space: MNIST only
+        if config.dataset == "mnist" and not config.dry_run:
+            gan.use_feature_network(load_or_train(classifier_path, progress=progress).model)
+        else:
+            log.info("srgan: no feature loss on dataset %s (it needs mnist)", config.dataset)
     if state is not None:
         gan.load_state_dict(state)
         torch.set_rng_state(state["rng_state"])  # an epoch-end resume matches a straight run

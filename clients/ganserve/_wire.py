@@ -126,7 +126,17 @@ def model_info(info: pb.ModelInfo) -> ModelInfo:
             for v in info.versions
         ),
         metadata=dict(info.metadata),
+        scale=info.scale or 1,  # servers before super-resolution leave it unset
     )
+
+
+def total(request: Any) -> int:
+    """How many images a stream request asks for."""
+    if request.HasField("latents"):
+        return request.latents.shape[0]
+    if isinstance(request, pb.GenerateRequest) and request.WhichOneof("condition") == "labels":
+        return len(request.labels.values)
+    return request.count
 
 
 def resume(request: Any, received: int) -> Any:

@@ -239,6 +239,8 @@ class Client(_Base):
                     yield batch
                 return
             except grpc.RpcError as exc:
+                if received >= _wire.total(request):
+                    return  # every image arrived before the status broke: nothing to resume
                 time.sleep(self._wait_before_retry(exc, attempt, deadline))
             finally:
                 call.cancel()  # a reader that stopped early: the server stops computing now
@@ -444,6 +446,8 @@ class AsyncClient(_Base):
                     yield batch
                 return
             except grpc.RpcError as exc:
+                if received >= _wire.total(request):
+                    return  # every image arrived before the status broke: nothing to resume
                 await asyncio.sleep(self._wait_before_retry(exc, attempt, deadline))
             finally:
                 call.cancel()  # a reader that stopped early: the server stops computing now

@@ -37,6 +37,8 @@ class ModelInfo:
     execution_provider: str
     versions: tuple[VersionState, ...]
     metadata: dict[str, str] = field(default_factory=dict)
+    # translation: output height and width per source pixel (super-resolution: 2 or 4)
+    scale: int = 1
 
 
 @dataclass(frozen=True)

@@ -259,3 +259,44 @@ def test_one_target_naming_two_servers_is_balanced_by_grpcs_round_robin(
     calls = [s.metric("ganserve_requests_total", model=DCGAN, method="Sample") for s in (a, b)]
     # each call to the next ready backend (the first few to whichever connected first)
     assert sum(calls) == 40 and min(calls) >= 12, calls
+
+
+class _BreaksAfterTheLastImage(Echo):
+    """Streams every image asked for, then ends the call with UNAVAILABLE (a server that
+    shut down between its last reply and the status)."""
+
+    def __init__(self) -> None:
+        super().__init__((32, 32, 1))
+        self.calls = 0
+
+    async def SampleStream(self, request: Any, context: Any) -> Any:
+        self.calls += 1
+        async for reply in super().SampleStream(request, context):
+            yield reply
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "shutting down")
+
+
+@pytest.mark.parametrize("aio", [False, True], ids=["Client", "AsyncClient"])
+def test_a_stream_whose_status_breaks_after_every_image_arrived_is_done(aio: bool) -> None:
+    async def go() -> None:
+        echo = _BreaksAfterTheLastImage()
+        server = grpc.aio.server()
+        pb_grpc.add_GeneratorServicer_to_server(echo, server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            if aio:
+                async with AsyncClient(f"127.0.0.1:{port}", timeout=10) as client:
+                    got = [len(b) async for b in client.sample_stream("echo", 6, chunk_size=4)]
+            else:
+
+                def blocking() -> list[int]:
+                    with Client(f"127.0.0.1:{port}", timeout=10) as client:
+                        return [len(b) for b in client.sample_stream("echo", 6, chunk_size=4)]
+
+                got = await asyncio.get_running_loop().run_in_executor(None, blocking)
+            assert got == [4, 2] and echo.calls == 1  # no resume asking for 0 more images
+        finally:
+            await server.stop(0)
+
+    asyncio.run(go())

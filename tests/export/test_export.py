@@ -22,6 +22,7 @@ KINDS = {
     "cgan": "conditional",
     "pix2pix": "translation",
     "vae": "unconditional",
+    "srgan": "translation",
 }
 
 
@@ -60,7 +61,7 @@ def test_export_runs_in_onnx_runtime_with_its_card(
     assert card.provenance["family"] == family and card.provenance["steps"] == 2
     assert len(card.provenance["checkpoint_sha256"]) == 64
     # parity was checked at batch 1 and 7 (and two sizes for translation)
-    assert len(result.max_error) == (4 if family == "pix2pix" else 2)
+    assert len(result.max_error) == (4 if KINDS[family] == "translation" else 2)
     assert max(result.max_error.values()) <= 1
     feeds = example_inputs(card, batch=5)
     (out,) = session(result.path).run(None, feeds)
@@ -72,7 +73,9 @@ def test_export_runs_in_onnx_runtime_with_its_card(
     if family == "dcgan":
         assert card.latent_size == 100 and card.num_classes == 0
     if family == "pix2pix":
-        assert card.size_multiple == 32 and card.latent_size == 0
+        assert card.size_multiple == 32 and card.latent_size == 0 and card.scale == 1
+    if family == "srgan":  # 8x8 sources (the trained size) → 32x32
+        assert card.size_multiple == 1 and card.scale == 4 and card.input_size == (8, 8)
 
 
 def test_translation_runs_at_other_sizes(checkpoints: dict[str, Path], tmp_path: Path) -> None:
@@ -86,6 +89,25 @@ def test_translation_runs_at_other_sizes(checkpoints: dict[str, Path], tmp_path:
         with torch.no_grad():
             want = head(torch.from_numpy(feeds["image"])).numpy()
         assert np.abs(out.astype(int) - want.astype(int)).max() <= 1
+
+
+def test_super_resolution_output_is_scale_times_the_input(
+    checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
+    result = export_checkpoint(checkpoints["srgan"], tmp_path / "model.onnx")
+    assert "batch 7, 16x8 -> 64x32" in result.max_error  # verified taller than trained
+    netG, _, _ = checkpoint.load_generator(checkpoints["srgan"])
+    head = ServingHead(netG, "translation", uint8=True).eval()
+    for h, w in [(8, 8), (5, 7), (24, 40)]:
+        feeds = example_inputs(result.card, batch=2, size=(h, w), seed=h * w)
+        (out,) = session(result.path).run(None, feeds)
+        assert out.shape == (2, 4 * h, 4 * w, 1)
+        with torch.no_grad():
+            want = head(torch.from_numpy(feeds["image"])).numpy()
+        assert np.abs(out.astype(int) - want.astype(int)).max() <= 1
+    floats = export_checkpoint(checkpoints["srgan"], tmp_path / "f.onnx", uint8=False)
+    (out,) = session(floats.path).run(None, example_inputs(floats.card, batch=1, size=(3, 5)))
+    assert out.shape == (1, 1, 12, 20) and out.dtype == np.float32
 
 
 def test_float_option_keeps_nchw_in_minus_one_to_one(
@@ -177,6 +199,25 @@ def test_model_card_round_trip_and_errors() -> None:
         ModelCard.from_props(props)
     with pytest.raises(ModelCardError, match="class_names"):
         dataclasses.replace(card, num_classes=3)  # two names for three classes
+    with pytest.raises(ModelCardError, match="scale"):
+        dataclasses.replace(card, scale=4)  # upscaling is for translation models only
+
+
+def test_model_card_scale_round_trips_and_defaults_to_one() -> None:
+    card = ModelCard(
+        kind="translation",
+        inputs=(TensorSpec("image", "uint8", (-1, -1, -1, 1), "NHWC"),),
+        output=TensorSpec("image_out", "uint8", (-1, -1, -1, 1), "NHWC"),
+        height=32,
+        width=32,
+        channels=1,
+        scale=4,
+    )
+    props = card.to_props()
+    assert props["ganserve.scale"] == "4" and ModelCard.from_props(props) == card
+    assert card.input_size == (8, 8) and card.output_size(5, 6) == (20, 24)
+    del props["ganserve.scale"]  # a card written before super-resolution
+    assert ModelCard.from_props(props) == dataclasses.replace(card, scale=1)
 
 
 def _spec() -> TensorSpec:

@@ -11,13 +11,17 @@ import pytest
 from PIL import Image
 
 from ganserve.latent import latents
+from ganserve.tensor import to_uint8
+from ganserve.training import data
+from ganserve.training.config import TrainConfig
+from ganserve.training.srgan import bicubic
 from ganserve.v1 import ganserve_pb2 as pb
-from tests.servers import CGAN, DCGAN, PIX2PIX, VAE, RunningServer, images
+from tests.servers import CGAN, DCGAN, PIX2PIX, SR4X, VAE, RunningServer, images
 
 
 def test_list_and_describe(server: RunningServer) -> None:
     listed = {m.name: m for m in server.stub.ListModels(pb.ListModelsRequest()).models}
-    assert set(listed) == {DCGAN, CGAN, PIX2PIX, VAE}
+    assert set(listed) == {DCGAN, CGAN, PIX2PIX, VAE, SR4X}
     assert listed[DCGAN].kind == "unconditional" and listed[DCGAN].latent_size == 100
     assert listed[VAE].kind == "unconditional" and listed[VAE].latent_size == 16
     info = server.stub.DescribeModel(pb.DescribeModelRequest(model=CGAN))
@@ -29,6 +33,10 @@ def test_list_and_describe(server: RunningServer) -> None:
     assert '"family": "cgan"' in info.metadata["ganserve.provenance"]
     translation = server.stub.DescribeModel(pb.DescribeModelRequest(model=PIX2PIX))
     assert translation.kind == "translation" and translation.size_multiple == 32
+    assert translation.scale == 1
+    sr = server.stub.DescribeModel(pb.DescribeModelRequest(model=SR4X))
+    assert (sr.kind, sr.size_multiple, sr.scale) == ("translation", 1, 4)
+    assert (sr.height, sr.width) == (32, 32)  # trained output size: 8x8 sources
 
 
 def test_the_vae_decoder_is_sampled_like_any_unconditional_generator(
@@ -123,6 +131,41 @@ def test_translate_raw_png_and_stream(server: RunningServer) -> None:
     requests = [pb.TranslateRequest(model=PIX2PIX, images=tensor) for _ in range(3)]
     streamed = list(server.stub.TranslateStream(iter(requests)))
     assert len(streamed) == 3 and all(images(s).tobytes() == raw.tobytes() for s in streamed)
+
+
+def test_translate_on_a_super_resolution_model_upscales(server: RunningServer) -> None:
+    _, held = data.mnist(TrainConfig(family="srgan", scale=4))
+    assert held.source is not None
+    source = to_uint8(held.source[:6].numpy().transpose(0, 2, 3, 1))  # 8x8 digits
+    tensor = pb.Tensor(dtype="uint8", shape=source.shape, data=source.tobytes())
+    out = images(server.stub.Translate(pb.TranslateRequest(model=SR4X, images=tensor)))
+    assert out.shape == (6, 32, 32, 1) and out.dtype == np.uint8
+    real = to_uint8(held.image[:6].numpy().transpose(0, 2, 3, 1)).astype(int)
+    up = bicubic(held.source[:6], 4).numpy().transpose(0, 2, 3, 1)
+    assert np.abs(out.astype(int) - real).mean() < np.abs(to_uint8(up).astype(int) - real).mean()
+    wide = np.zeros((2, 5, 12, 1), np.uint8)  # any size: 5x12 → 20x48
+    tensor = pb.Tensor(dtype="uint8", shape=wide.shape, data=wide.tobytes())
+    raw = server.stub.Translate(
+        pb.TranslateRequest(model=SR4X, images=tensor, encoding=pb.RAW_FLOAT32)
+    )
+    assert images(raw).shape == (2, 20, 48, 1)
+
+
+def test_super_resolution_pixel_budget_counts_output_pixels(
+    make_server: Callable[..., RunningServer],
+) -> None:
+    small = make_server(max_translation_pixels=2 * 32 * 32)
+    for n, ok in ((2, True), (3, False)):  # 8x8 sources, 32x32 out: 2 fit, 3 do not
+        source = np.zeros((n, 8, 8, 1), np.uint8)
+        tensor = pb.Tensor(dtype="uint8", shape=source.shape, data=source.tobytes())
+        request = pb.TranslateRequest(model=SR4X, images=tensor)
+        if ok:
+            assert images(small.stub.Translate(request)).shape == (n, 32, 32, 1)
+            continue
+        with pytest.raises(grpc.RpcError) as info:
+            small.stub.Translate(request)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "upscaled 4x" in info.value.details()
 
 
 @pytest.mark.parametrize(

@@ -91,3 +91,14 @@ def test_wgan_gp_brings_the_papers_settings_and_refuses_a_batchnorm_critic(
     assert "ema: the decay must be in [0, 1)" in error_of(
         ["dcgan", "--out", str(tmp_path), "--ema", "1"], capsys
     )
+
+
+def test_srgan_defaults_and_scale(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    parse = build_parser().parse_args
+    config = config_from_args("srgan", parse(["srgan", "--out", "x"]))
+    assert config.scale == 4 and config.lambda_l1 == 1.0 and config.lambda_adv == 1e-3
+    assert config.lambda_feature > 0
+    assert config_from_args("srgan", parse(["srgan", "--out", "x", "--scale", "2"])).scale == 2
+    assert "--scale: invalid choice: 3" in error_of(["srgan", "--out", "x", "--scale", "3"], capsys)
+    with pytest.raises(ConfigError, match="scale: 8"):
+        TrainConfig(family="srgan", scale=8)

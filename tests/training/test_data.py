@@ -75,3 +75,26 @@ def test_unreadable_image_names_the_file(tmp_path: Path) -> None:
     (tmp_path / "a" / "broken.png").write_bytes(b"not a png")
     with pytest.raises(data.DatasetError, match=r"broken\.png: cannot read image"):
         data.load(TrainConfig(family="dcgan", dataset=str(tmp_path), batch_size=1))
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_srgan_sources_are_the_digits_downsampled(scale: int) -> None:
+    train, held = data.mnist(TrainConfig(family="srgan", scale=scale))
+    assert train.source is not None and held.source is not None
+    assert train.source.shape == (len(train), 1, 32 // scale, 32 // scale)
+    # each source pixel is the mean of its scale x scale block of the digit
+    block = train.image[0, 0, :scale, scale : 2 * scale].mean()
+    assert torch.isclose(train.source[0, 0, 0, 1], block)
+    again, _ = data.mnist(TrainConfig(family="srgan", scale=scale))
+    assert torch.equal(again.source, train.source)  # deterministic
+
+
+def test_srgan_image_folder_gets_low_resolution_sources(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        for i in range(10):
+            write(tmp_path / name / f"{i}.png", rng.integers(0, 255, (40, 40, 3), dtype=np.uint8))
+    config = TrainConfig(family="srgan", dataset=str(tmp_path), channels=3, scale=2, batch_size=4)
+    train, held = data.load(config)
+    assert train.source is not None and train.source.shape == (len(train), 3, 16, 16)
+    assert held.source is not None and train.image.shape[-1] == 32

@@ -9,10 +9,12 @@ from ganserve.training.config import TrainConfig
 from ganserve.training.evaluate import (
     classify,
     evaluate_digits,
+    evaluate_super_resolution,
     evaluate_translation,
     frechet_distance,
 )
 from ganserve.training.judge import JudgeNet
+from ganserve.training.srgan import bicubic, nearest
 
 
 def test_classifier_reaches_97_percent_on_held_out_digits(classifier: ClassifierResult) -> None:
@@ -116,3 +118,27 @@ def test_translation_scores_the_identity_far_above_a_blank() -> None:
     good, bad = evaluate_translation(identity, perfect), evaluate_translation(Blank(), held)
     assert good["l1"] < 1e-6 and good["psnr_db"] > 90 and good["passes"]["psnr"]
     assert bad["psnr_db"] < 15 and not bad["passes"]["psnr"]
+
+
+def test_super_resolution_is_judged_against_bicubic(classifier: ClassifierResult) -> None:
+    config = TrainConfig(family="srgan", scale=4)
+    _, held = data.mnist(config)
+    assert held.source is not None
+    # targets that nearest-neighbour upscaling makes exactly: it is perfect, bicubic is not
+    blocky = data.Split(nearest(held.source, 4), held.label, source=held.source)
+    perfect = evaluate_super_resolution(
+        torch.nn.Upsample(scale_factor=4, mode="nearest"), config, blocky, classifier.model
+    )
+    assert perfect["psnr_db"] > 90 and perfect["l1"] == 0
+    assert perfect["psnr_over_bicubic_db"] > 50 and perfect["passes"]["psnr_over_bicubic_db"]
+    assert perfect["accuracy"] == perfect["accuracy_real"]
+
+    class Bicubic(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return bicubic(x, 4)
+
+    same = evaluate_super_resolution(Bicubic(), config, held, classifier.model)
+    assert same["psnr_over_bicubic_db"] == 0 and same["accuracy_over_bicubic"] == 0
+    assert same["passes"] == {"psnr_over_bicubic_db": False, "accuracy_over_bicubic": False}
+    assert same["accuracy_real"] > 0.9 and same["accuracy_bicubic"] < same["accuracy_real"]
+    assert same["psnr_bicubic_db"] == same["psnr_db"] and same["scale"] == 4

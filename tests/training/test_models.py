@@ -4,10 +4,12 @@ import pytest
 import torch
 
 from ganserve.training.cgan import ConditionalDiscriminator, ConditionalGenerator
+from ganserve.training.classifier import DigitClassifier
 from ganserve.training.config import TrainConfig
 from ganserve.training.dcgan import Discriminator, Generator
 from ganserve.training.families import build_gan, build_generator
 from ganserve.training.pix2pix import NLayerDiscriminator, UnetGenerator
+from ganserve.training.srgan import SRDiscriminator, SRResNet
 
 
 def n_params(module: torch.nn.Module) -> int:
@@ -171,3 +173,35 @@ def test_mixed_batch_judges_real_and_fake_in_one_batchnorm_batch(family: str) ->
     gan.config = config.replace(mixed_batch=False)
     gan.judge(real, fake, real_cond, fake_cond)
     assert seen == [8, 4, 4]  # the paper's way: one batch of each
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_srresnet_upscales_any_size_by_its_scale(scale: int) -> None:
+    netG = SRResNet(nc=1, ngf=8, n_blocks=2, scale=scale)
+    for h, w in [(8, 8), (5, 12)]:
+        image = netG(torch.randn(3, 1, h, w))
+        assert image.shape == (3, 1, h * scale, w * scale)
+        assert image.min() >= -1 and image.max() <= 1
+    shuffles = [m for m in netG.modules() if isinstance(m, torch.nn.PixelShuffle)]
+    assert len(shuffles) == {2: 1, 4: 2}[scale]  # one sub-pixel convolution per factor of 2
+    assert not [m for m in netG.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+
+
+def test_srgan_discriminator_judges_high_resolution_images() -> None:
+    netD = SRDiscriminator(nc=1, ndf=8, image_size=32)
+    assert netD(torch.randn(5, 1, 32, 32)).shape == (5,)
+    convs = [m for m in netD.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 5 and all(hasattr(m, "parametrizations") for m in convs)
+
+
+def test_srgan_feature_loss_reaches_g_through_the_classifier() -> None:
+    config = TrainConfig(family="srgan", ngf=8, ndf=8, residual_blocks=1, lambda_feature=1.0)
+    gan = build_gan(config, torch.device("cpu"))
+    gan.use_feature_network(DigitClassifier())  # untrained: only the gradient path is tested
+    real = torch.rand(4, 1, 32, 32) * 2 - 1
+    fake = gan.netG(torch.nn.functional.avg_pool2d(real, 4))
+    loss = gan.feature_loss(fake, real)
+    loss.backward()
+    assert loss.item() > 0 and gan.netG.head[0].weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in gan.feature_network.parameters())  # frozen
+    assert gan.feature_loss(real, real).item() == 0

@@ -21,7 +21,7 @@ def read_log(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("family", ["dcgan", "cgan", "pix2pix", "vae"])
+@pytest.mark.parametrize("family", ["dcgan", "cgan", "pix2pix", "vae", "srgan"])
 def test_dry_run_writes_a_checkpoint_grid_and_log(family: str, tmp_path: Path) -> None:
     assert main([family, "--out", str(tmp_path), "--dry-run", "--quiet"]) == 0
     state = checkpoint.load(tmp_path / "checkpoint.pt")
@@ -31,11 +31,12 @@ def test_dry_run_writes_a_checkpoint_grid_and_log(family: str, tmp_path: Path) -
     assert json.loads((tmp_path / "config.json").read_text())["family"] == family
 
 
-@pytest.mark.parametrize("family", ["dcgan", "cgan", "pix2pix"])
+@pytest.mark.parametrize("family", ["dcgan", "cgan", "pix2pix", "srgan"])
 def test_short_real_run_keeps_losses_finite_and_moves_both_nets(
     family: str, tmp_path: Path
 ) -> None:
     config = TrainConfig(family=family, ngf=16, ndf=16, batch_size=32, max_steps=6, log_every=1)
+    config = config.replace(lambda_feature=0)  # srgan: its feature loss is tested on its own
     initial = build_gan(config, torch.device("cpu")).state_dict()
     result = train(config, tmp_path, device="cpu", run_evaluation=False, progress=False)
     assert result.step == 6

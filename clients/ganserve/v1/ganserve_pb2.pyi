@@ -87,7 +87,7 @@ class VersionState(_message.Message):
     def __init__(self, version: _Optional[int] = ..., state: _Optional[_Union[VersionState.State, str]] = ..., error: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "version", "versions", "kind", "latent_size", "num_classes", "class_names", "height", "width", "channels", "size_multiple", "max_batch_size", "max_images_per_call", "execution_provider", "metadata")
+    __slots__ = ("name", "version", "versions", "kind", "latent_size", "num_classes", "class_names", "height", "width", "channels", "size_multiple", "scale", "max_batch_size", "max_images_per_call", "execution_provider", "metadata")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -106,6 +106,7 @@ class ModelInfo(_message.Message):
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     CHANNELS_FIELD_NUMBER: _ClassVar[int]
     SIZE_MULTIPLE_FIELD_NUMBER: _ClassVar[int]
+    SCALE_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     MAX_IMAGES_PER_CALL_FIELD_NUMBER: _ClassVar[int]
     EXECUTION_PROVIDER_FIELD_NUMBER: _ClassVar[int]
@@ -121,11 +122,12 @@ class ModelInfo(_message.Message):
     width: int
     channels: int
     size_multiple: int
+    scale: int
     max_batch_size: int
     max_images_per_call: int
     execution_provider: str
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., versions: _Optional[_Iterable[_Union[VersionState, _Mapping]]] = ..., kind: _Optional[str] = ..., latent_size: _Optional[int] = ..., num_classes: _Optional[int] = ..., class_names: _Optional[_Iterable[str]] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., channels: _Optional[int] = ..., size_multiple: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., max_images_per_call: _Optional[int] = ..., execution_provider: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., versions: _Optional[_Iterable[_Union[VersionState, _Mapping]]] = ..., kind: _Optional[str] = ..., latent_size: _Optional[int] = ..., num_classes: _Optional[int] = ..., class_names: _Optional[_Iterable[str]] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., channels: _Optional[int] = ..., size_multiple: _Optional[int] = ..., scale: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., max_images_per_call: _Optional[int] = ..., execution_provider: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class SampleRequest(_message.Message):
     __slots__ = ("model", "version", "count", "seed", "start_index", "latents", "truncation", "encoding", "chunk_size")

@@ -124,7 +124,8 @@ class GeneratorServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def Translate(self, request, context):
-        """Image translation of a batch of source images (pix2pix).
+        """Image translation of a batch of source images (pix2pix; a super-resolution model, SRGAN,
+        returns them ModelInfo.scale times larger).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
