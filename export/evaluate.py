@@ -20,10 +20,9 @@ from torch import nn
 from ganserve.export.metadata import ModelCard
 from ganserve.tensor import to_uint8, to_unit
 from ganserve.training import data
-from ganserve.training.classifier import load_or_train
 from ganserve.training.config import TrainConfig
 from ganserve.training.evaluate import evaluate
-from ganserve.training.judge import beside, load_or_train_judge
+from ganserve.training.judge import judges_for
 from ganserve.training.trainer import DEFAULT_CLASSIFIER
 
 
@@ -60,10 +59,7 @@ def evaluate_onnx(
     netG = OnnxGenerator(path)
     config = TrainConfig.from_dict(netG.card.provenance["config"])
     train, held = data.load(config)
-    classifier = judge = None
-    if config.family != "pix2pix" and config.dataset == "mnist":
-        classifier = load_or_train(classifier_path, progress=False).model
-        judge = load_or_train_judge(beside(classifier_path), progress=False).model
+    classifier, judge = judges_for(config, classifier_path, progress=False)
     return evaluate(netG, config, train, held, classifier, judge=judge, n=n)
 
 

@@ -247,17 +247,13 @@ def evaluate_checkpoint(
     own weights, not their moving average)."""
     from ganserve.training import data
     from ganserve.training.checkpoint import load_generator
-    from ganserve.training.classifier import load_or_train
     from ganserve.training.evaluate import evaluate
 
     netG, config, state = load_generator(path)
     if raw:
         netG.load_state_dict(state["netG"])
     train_split, held_split = data.load(config)
-    from ganserve.training.judge import beside, load_or_train_judge
+    from ganserve.training.judge import judges_for
 
-    classifier = judge = None
-    if config.family != "pix2pix" and config.dataset == "mnist":
-        classifier = load_or_train(classifier_path).model
-        judge = load_or_train_judge(beside(classifier_path)).model
+    classifier, judge = judges_for(config, classifier_path)
     return evaluate(netG, config, train_split, held_split, classifier, judge=judge, n=samples)

@@ -24,7 +24,7 @@ from ganserve.training.config import TrainConfig
 from ganserve.training.evaluate import evaluate
 from ganserve.training.families import build_gan
 from ganserve.training.images import save_grid
-from ganserve.training.judge import beside, load_or_train_judge
+from ganserve.training.judge import judges_for
 from ganserve.training.srgan import SRGAN
 
 log = logging.getLogger(__name__)
@@ -184,10 +184,7 @@ def train(
 
     report = None
     if main_process and run_evaluation and not config.dry_run:
-        classifier = judge = None
-        if config.family != "pix2pix" and config.dataset == "mnist":
-            classifier = load_or_train(classifier_path, progress=progress).model
-            judge = load_or_train_judge(beside(classifier_path), progress=progress).model
+        classifier, judge = judges_for(config, classifier_path, progress=progress)
         report = {
             "family": config.family,
             "dataset": config.dataset,
