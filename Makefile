@@ -47,9 +47,9 @@ protos: $(VENV)/.dev-installed
 		protos/ganserve/oip/grpc_service.proto
 
 ## models: rebuild the shipped generators end to end (train → evaluate → export → verify), ~60 min;
-## replaces runs/{dcgan,cgan,pix2pix,vae,srgan}-mnist and models/mnist-*, keeps a trained runs/classifier
+## replaces runs/{dcgan,cgan,pix2pix,vae,srgan}-mnist and models/mnist-*; judged by the shipped judges/
 models: $(VENV)/.dev-installed
-	test -f runs/classifier/classifier.pt || $(BIN)/python -m ganserve.training classifier
+	test -f judges/classifier.pt || $(BIN)/python -m ganserve.training classifier
 	rm -rf runs/dcgan-mnist runs/cgan-mnist runs/pix2pix-mnist runs/vae-mnist runs/srgan-mnist
 	$(BIN)/python -m ganserve.training dcgan --out runs/dcgan-mnist
 	$(BIN)/python -m ganserve.training cgan --out runs/cgan-mnist

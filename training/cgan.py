@@ -138,15 +138,9 @@ class CGAN(DCGAN):
     def generator_regulariser(
         self, fake: torch.Tensor, z: torch.Tensor, fake_cond: tuple
     ) -> torch.Tensor | None:
-        """Mode seeking (Mao et al. 2019, arXiv:1903.05628): two latents with one label must give
-        two different images. Without it G learned to ignore z: one image per class. With
-        `aux_weight`, also the auxiliary classifier's cross-entropy on the asked-for labels."""
-        terms = []
-        if self.config.mode_seeking:
-            n = fake.shape[0] // 2
-            image_distance = (fake[:n] - fake[n : 2 * n]).abs().mean()
-            latent_distance = (z[:n] - z[n : 2 * n]).abs().mean()
-            terms.append(self.config.mode_seeking / (image_distance / latent_distance + 1e-5))
+        """DCGAN's mode seeking (without it G learned to ignore z: one image per class) and,
+        with `aux_weight`, the auxiliary classifier's cross-entropy on the asked-for labels."""
+        terms = [t for t in [super().generator_regulariser(fake, z, fake_cond)] if t is not None]
         if self.auxiliary is not None:
             with frozen(self.auxiliary) as auxiliary:
                 logits = auxiliary(fake)

@@ -48,7 +48,7 @@ class TrainConfig:
     lambda_feature: float = 0.003  # srgan: weight of the classifier feature loss (VGG's stand-in)
     d_norm: str = "batch"  # dcgan, cgan: D's normalisation: BatchNorm, spectral norm or none
     mixed_batch: bool = False  # dcgan, cgan: D judges real and fake images in one batch
-    mode_seeking: float = 1.0  # cgan: weight of the mode-seeking term in G's loss (0 = off)
+    mode_seeking: float = 0.0  # dcgan, cgan: weight of the mode-seeking term in G's loss (0 = off)
     aux_weight: float = 0.0  # cgan: weight of the auxiliary classifier's term in G's loss
     kl_weight: float = 1.0  # vae: weight of the KL term (1 = the evidence lower bound)
     ema: float = 0.0  # decay of the moving average of G's weights that is evaluated and

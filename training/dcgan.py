@@ -150,8 +150,16 @@ class DCGAN(LatentSampling):
     def generator_regulariser(
         self, fake: torch.Tensor, z: torch.Tensor, fake_cond: tuple
     ) -> torch.Tensor | None:
-        """An extra term of G's loss, or None; DCGAN has none."""
-        return None
+        """An extra term of G's loss, or None: mode seeking (Mao et al. 2019,
+        arXiv:1903.05628) when `mode_seeking` is on. The batch's two halves of latents (with the
+        same labels, for cgan) must give images as far apart as the latents are: a generator
+        that maps many latents to one image (one digit, or one image per class) pays for it."""
+        if not self.config.mode_seeking:
+            return None
+        n = fake.shape[0] // 2
+        image_distance = (fake[:n] - fake[n : 2 * n]).abs().mean()
+        latent_distance = (z[:n] - z[n : 2 * n]).abs().mean()
+        return self.config.mode_seeking / (image_distance / latent_distance + 1e-5)
 
     def auxiliary_step(self, real: torch.Tensor, real_cond: tuple) -> float | None:
         """An extra network's update on the real batch after D's (cgan's auxiliary

@@ -144,20 +144,15 @@ def load_or_train_judge(path: str | Path, *, progress: bool = True) -> Classifie
     return cached(path, "judge", JudgeNet, lambda: train_judge(progress=progress))
 
 
-DIGIT_FAMILIES = ("dcgan", "cgan", "vae")  # the families whose samples the judge scores
-
-
 def judges_for(
     config: TrainConfig, classifier_path: str | Path, *, progress: bool = True
 ) -> tuple[nn.Module | None, nn.Module | None]:
     """(the project classifier, the independent judge) that `config`'s evaluation needs, each
-    loaded or trained on first use: both for digit generators on MNIST, the classifier alone for
-    srgan (its accuracy figures), neither otherwise."""
+    loaded or trained on first use: both for digit generators and srgan on MNIST (whose
+    upscaled digits both classify), neither otherwise."""
     from ganserve.training.classifier import load_or_train
 
     if config.dataset != "mnist" or config.family == "pix2pix":
         return None, None
     classifier = load_or_train(classifier_path, progress=progress).model
-    if config.family not in DIGIT_FAMILIES:
-        return classifier, None
     return classifier, load_or_train_judge(beside(classifier_path), progress=progress).model

@@ -183,7 +183,7 @@ class SRGAN(GAN):
             errG_feature = self.feature_loss(fake, real)
             loss = loss + c.lambda_feature * errG_feature
         loss.backward()
-        self.optimizerG.step()
+        self.step_generator()  # and the weight average's, with --ema
 
         return StepStats(
             loss_D=errD.item(),
@@ -207,7 +207,7 @@ class SRGAN(GAN):
 
     @torch.no_grad()
     def sample(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        with evaluating(self.generator) as netG:
+        with evaluating(self.served_generator) as netG:
             return netG(inputs["image"])
 
     def grid_images(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:

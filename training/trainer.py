@@ -30,7 +30,10 @@ from ganserve.training.srgan import SRGAN
 log = logging.getLogger(__name__)
 
 GRID_SAMPLES = 64
-DEFAULT_CLASSIFIER = Path("runs/classifier/classifier.pt")
+# The two judges every evaluation uses, shipped with the project (judge.pt beside it; see
+# judges/README.md): retrained on another CPU they come out slightly different networks, so
+# figures measured with retrained judges are not comparable across machines.
+DEFAULT_CLASSIFIER = Path("judges/classifier.pt")
 
 
 @dataclass(frozen=True)

@@ -8,15 +8,41 @@ import pytest
 from ganserve.export.evaluate import OnnxGenerator
 from ganserve.export.metadata import ModelCard
 from ganserve.training import data
-from ganserve.training.classifier import ClassifierResult
+from ganserve.training.classifier import ClassifierResult, load_or_train
 from ganserve.training.config import TrainConfig
 from ganserve.training.evaluate import (
     MIN_PSNR_DB,
     MIN_PSNR_OVER_BICUBIC_DB,
+    classify,
     evaluate,
 )
+from ganserve.training.judge import beside, load_or_train_judge
+from ganserve.training.trainer import DEFAULT_CLASSIFIER
 
-MODELS = Path(__file__).resolve().parents[2] / "models"
+ROOT = Path(__file__).resolve().parents[2]
+MODELS = ROOT / "models"
+JUDGES = ROOT / DEFAULT_CLASSIFIER  # judges/classifier.pt, and judge.pt beside it
+
+
+@pytest.fixture(scope="module")
+def shipped_judges() -> tuple[ClassifierResult, ClassifierResult]:
+    """The project classifier and the independent judge that measured every documented figure
+    (shipped: a judge retrained on another CPU is a slightly different network)."""
+    assert JUDGES.is_file() and beside(JUDGES).is_file()
+    judge = load_or_train_judge(beside(JUDGES), progress=False)
+    return load_or_train(JUDGES, progress=False), judge
+
+
+def test_the_shipped_judges_score_what_they_were_saved_with(
+    shipped_judges: tuple[ClassifierResult, ClassifierResult],
+) -> None:
+    _, held = data.load(TrainConfig(family="cgan"))
+    for judge in shipped_judges:
+        accuracy = float((classify(judge.model, held.image)[1] == held.label.numpy()).mean())
+        assert accuracy == pytest.approx(judge.held_out_accuracy, abs=2e-3)
+        assert accuracy > 0.98
+
+
 SHIPPED = {
     "mnist-dcgan": "unconditional",
     "mnist-cgan": "conditional",
@@ -45,8 +71,9 @@ def test_shipped_model_loads_with_its_card(name: str) -> None:
 
 @pytest.mark.parametrize("name", list(SHIPPED))
 def test_shipped_model_gives_its_documented_evaluation_through_onnx_runtime(
-    name: str, classifier: ClassifierResult, judge: ClassifierResult
+    name: str, shipped_judges: tuple[ClassifierResult, ClassifierResult]
 ) -> None:
+    classifier, judge = shipped_judges
     netG = shipped(name)
     config = TrainConfig.from_dict(netG.card.provenance["config"])
     train, held = data.load(config)
@@ -57,12 +84,12 @@ def test_shipped_model_gives_its_documented_evaluation_through_onnx_runtime(
     assert report["passes"] == documented["passes"]
     for key in ("frechet_ratio", "class_accuracy", "psnr_db"):
         if key in documented:
-            assert report[key] == pytest.approx(documented[key], abs=1e-3), key
+            assert report[key] == pytest.approx(documented[key], abs=2e-3), key
     if "independent" in documented:
         for key in ("frechet_ratio", "class_accuracy", "min_class_share"):
             if key in documented["independent"]:
                 assert report["independent"][key] == pytest.approx(
-                    documented["independent"][key], abs=1e-3
+                    documented["independent"][key], abs=2e-3
                 ), key
     trained = netG.card.provenance["evaluation"]
     if trained.get("bars_judged_by") == report.get("bars_judged_by"):
@@ -74,3 +101,7 @@ def test_shipped_model_gives_its_documented_evaluation_through_onnx_runtime(
     if name == "mnist-sr4x":  # beats bicubic upscaling on both counts
         assert report["psnr_over_bicubic_db"] >= MIN_PSNR_OVER_BICUBIC_DB
         assert report["accuracy"] > report["accuracy_bicubic"]
+        independent = report["independent"]  # the judge SR training never saw agrees
+        assert independent["accuracy"] > independent["accuracy_bicubic"]
+        for key, value in documented["independent"].items():
+            assert independent[key] == pytest.approx(value, abs=2e-3), key

@@ -129,7 +129,7 @@ def test_weights_follow_the_papers_init(family: str, d_norm: str) -> None:
 
 
 def test_cgan_mode_seeking_punishes_a_generator_that_ignores_z() -> None:
-    gan = build_gan(TrainConfig(family="cgan", ngf=8, ndf=8), torch.device("cpu"))
+    gan = build_gan(TrainConfig(family="cgan", ngf=8, ndf=8, mode_seeking=1), torch.device("cpu"))
     batch = {"image": torch.zeros(6, 1, 32, 32), "label": torch.arange(6)}
     _, (fake_label,) = gan.conditions(batch)
     assert torch.equal(fake_label[:3], fake_label[3:])  # two halves, one label each pair
@@ -142,6 +142,17 @@ def test_cgan_mode_seeking_punishes_a_generator_that_ignores_z() -> None:
     )
     off = build_gan(TrainConfig(family="cgan", ngf=8, ndf=8, mode_seeking=0), torch.device("cpu"))
     assert off.generator_regulariser(diverse, z, cond) is None
+
+
+def test_dcgan_mode_seeking_punishes_latents_that_give_one_image() -> None:
+    z = torch.randn(6, 100)
+    collapsed, diverse = torch.ones(6, 1, 32, 32), torch.rand(6, 1, 32, 32)
+    gan = build_gan(TrainConfig(family="dcgan", ngf=8, ndf=8, mode_seeking=1), torch.device("cpu"))
+    assert gan.generator_regulariser(collapsed, z, ()) > 1000 * gan.generator_regulariser(
+        diverse, z, ()
+    )
+    off = build_gan(TrainConfig(family="dcgan", ngf=8, ndf=8), torch.device("cpu"))
+    assert off.generator_regulariser(diverse, z, ()) is None  # off unless asked for
 
 
 def test_the_auxiliary_classifier_learns_on_real_digits_and_adds_gs_class_term() -> None:
