@@ -46,7 +46,8 @@ protos: $(VENV)/.dev-installed
 		--grpc_python_out=clients protos/ganserve/v1/ganserve.proto \
 		protos/ganserve/oip/grpc_service.proto
 
-## models: rebuild the shipped generators end to end (train → evaluate → export → verify), ~60 min;
+## models: rebuild the shipped generators end to end (train → evaluate → export → verify), 25 min
+## on 2026-12-02's VM, 49 on a slower one (models/README.md);
 ## replaces runs/{dcgan,cgan,pix2pix,vae,srgan}-mnist and models/mnist-*; judged by the shipped judges/
 models: $(VENV)/.dev-installed
 	test -f judges/classifier.pt || $(BIN)/python -m ganserve.training classifier

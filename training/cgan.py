@@ -140,12 +140,13 @@ class CGAN(DCGAN):
     ) -> torch.Tensor | None:
         """DCGAN's mode seeking (without it G learned to ignore z: one image per class) and,
         with `aux_weight`, the auxiliary classifier's cross-entropy on the asked-for labels."""
-        terms = [t for t in [super().generator_regulariser(fake, z, fake_cond)] if t is not None]
-        if self.auxiliary is not None:
-            with frozen(self.auxiliary) as auxiliary:
-                logits = auxiliary(fake)
-            terms.append(self.config.aux_weight * F.cross_entropy(logits, fake_cond[0]))
-        return sum(terms[1:], terms[0]) if terms else None
+        term = super().generator_regulariser(fake, z, fake_cond)
+        if self.auxiliary is None:
+            return term
+        with frozen(self.auxiliary) as auxiliary:
+            logits = auxiliary(fake)
+        aux = self.config.aux_weight * F.cross_entropy(logits, fake_cond[0])
+        return aux if term is None else term + aux
 
     def random_inputs(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         label = torch.randint(0, self.config.num_classes, (n,), generator=generator)

@@ -101,6 +101,34 @@ def predict(model: nn.Module, images: torch.Tensor, batch: int = 500) -> torch.T
     )
 
 
+def fit(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    train: data.Split,
+    loss_of: Callable[[dict[str, torch.Tensor]], torch.Tensor],
+    *,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    desc: str,
+    progress: bool,
+) -> None:
+    """The loop both judges train with: `epochs` over `train` in batches shuffled by `seed`,
+    one optimiser and one schedule step per batch on `loss_of(batch)`; eval mode after."""
+    bar = tqdm(range(epochs), desc=desc, disable=not progress)
+    for epoch in bar:
+        model.train()
+        for batch in train.batches(batch_size, epoch=epoch, seed=seed):
+            loss = loss_of(batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    model.eval()
+
+
 def train_classifier(*, epochs: int = 12, seed: int = 0, progress: bool = True) -> ClassifierResult:
     """Train on MNIST's train split; report accuracy on the held-out split."""
     torch.manual_seed(seed)
@@ -112,17 +140,12 @@ def train_classifier(*, epochs: int = 12, seed: int = 0, progress: bool = True) 
         optimizer, max_lr=3e-3, total_steps=epochs * train.batches_per_epoch(64)
     )
     gen = torch.Generator().manual_seed(seed)
-    bar = tqdm(range(epochs), desc="classifier", disable=not progress)
-    for epoch in bar:
-        model.train()
-        for batch in train.batches(64, epoch=epoch, seed=seed):
-            loss = F.cross_entropy(model(_shift(batch["image"], gen)), batch["label"])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-    model.eval()
+
+    def loss_of(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return F.cross_entropy(model(_shift(batch["image"], gen)), batch["label"])
+
+    fit(model, optimizer, schedule, train, loss_of, epochs=epochs, batch_size=64, seed=seed,
+        desc="classifier", progress=progress)  # fmt: skip
     return ClassifierResult(model, accuracy(model, held.image, held.label))
 
 

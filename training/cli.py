@@ -19,7 +19,7 @@ FAMILY_DEFAULTS: dict[str, dict[str, object]] = {
     # dcgan: spectral norm in D (Miyato et al. 2018) and lr 4e-4 (BatchNorm D, lr 2e-4: ratio
     # 7.0 under the project classifier; spectral at 2e-4: 6.71, at 3e-4: 5.11). 200 epochs
     # (12,400 steps): independent ratio 1.48-1.63 in three runs, where 140 epochs gave
-    # 2.08-2.72; 9 min on two threads, 15 on one (2026-12-02). Not adopted: the weight
+    # 2.08-2.72; 9-10 min on two threads, 15 on one (2026-12-02). Not adopted: the weight
     # average (2.18 vs raw 2.08), mode seeking 0.5 (8.2), wgan-gp (13.4); docs/training.md.
     "dcgan": {
         "ngf": 32,
@@ -252,12 +252,11 @@ def evaluate_checkpoint(
     from ganserve.training import data
     from ganserve.training.checkpoint import load_generator
     from ganserve.training.evaluate import evaluate
+    from ganserve.training.judge import judges_for
 
     netG, config, state = load_generator(path)
     if raw:
         netG.load_state_dict(state["netG"])
     train_split, held_split = data.load(config)
-    from ganserve.training.judge import judges_for
-
     classifier, judge = judges_for(config, classifier_path)
     return evaluate(netG, config, train_split, held_split, classifier, judge=judge, n=samples)

@@ -127,6 +127,11 @@ def judge_digits(
     return report
 
 
+def judged_by(judge: Judge | None) -> str:
+    """Whose figures a report's `passes` are: the independent judge's when it took part."""
+    return "independent judge" if judge is not None else "project classifier"
+
+
 def bars(report: dict[str, Any]) -> dict[str, bool]:
     """Which of the bars a judge's report clears: the Frechet ratio, and the class accuracy
     (conditional) or every class's share in range (unconditional)."""
@@ -159,7 +164,7 @@ def evaluate_digits(
     if judge is not None:
         report["independent"] = judge_digits(judge, images, labels, train, held)
     report["passes"] = bars(report.get("independent", report))
-    report["bars_judged_by"] = "independent judge" if judge is not None else "project classifier"
+    report["bars_judged_by"] = judged_by(judge)
     return report
 
 
@@ -241,14 +246,14 @@ def evaluate_super_resolution(
             "accuracy_over_bicubic": round(accuracy["sr"] - accuracy["bicubic"], 4),
         }
 
-    bar_judge = None
     if classifier is not None:
-        report.update(bar_judge := accuracies(classifier))
+        report.update(accuracies(classifier))
     if judge is not None:
-        report["independent"] = bar_judge = accuracies(judge)
-    if bar_judge is not None:
-        passes["accuracy_over_bicubic"] = bar_judge["accuracy_over_bicubic"] > 0
-        report["bars_judged_by"] = "independent judge" if judge is not None else "classifier"
+        report["independent"] = accuracies(judge)
+    judged = report.get("independent", report)
+    if "accuracy_over_bicubic" in judged:
+        passes["accuracy_over_bicubic"] = judged["accuracy_over_bicubic"] > 0
+        report["bars_judged_by"] = judged_by(judge)
     report["passes"] = passes
     return report
 

@@ -13,8 +13,9 @@ have learned its quirks:
 - seed and optimiser: seed 7, SGD with Nesterov momentum and cosine decay.
 
 It trains on the train split (the held-out digits' complement), as the held-out digits are
-what generated ones are compared with. `python -m ganserve.training judge` trains it alone;
-evaluation trains it on first use and saves it beside the classifier.
+what generated ones are compared with. It is shipped as `judges/judge.pt`, beside the
+project classifier; `python -m ganserve.training classifier --out DIR/classifier.pt` trains
+both anew (judges/README.md says why evaluation uses the shipped ones).
 """
 
 from __future__ import annotations
@@ -25,10 +26,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from ganserve.training import data
-from ganserve.training.classifier import CLASSIFIER_SIZE, ClassifierResult, accuracy, cached
+from ganserve.training.classifier import CLASSIFIER_SIZE, ClassifierResult, accuracy, cached, fit
 from ganserve.training.config import TrainConfig
 
 JUDGE_SEED = 7
@@ -119,18 +119,13 @@ def train_judge(*, epochs: int = 10, progress: bool = True) -> ClassifierResult:
     )
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     gen = torch.Generator().manual_seed(JUDGE_SEED)
-    bar = tqdm(range(epochs), desc="judge", disable=not progress)
-    for epoch in bar:
-        model.train()
-        for batch in train.batches(128, epoch=epoch, seed=JUDGE_SEED):
-            logits = model(augment(batch["image"], gen))
-            loss = F.cross_entropy(logits, batch["label"], label_smoothing=0.1)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-    model.eval()
+
+    def loss_of(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        logits = model(augment(batch["image"], gen))
+        return F.cross_entropy(logits, batch["label"], label_smoothing=0.1)
+
+    fit(model, optimizer, schedule, train, loss_of, epochs=epochs, batch_size=128,
+        seed=JUDGE_SEED, desc="judge", progress=progress)  # fmt: skip
     return ClassifierResult(model, accuracy(model, held.image, held.label))  # type: ignore[arg-type]
 
 
