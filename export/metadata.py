@@ -123,6 +123,27 @@ class ModelCard:
                 return spec
         raise KeyError(name)
 
+    def signature(self) -> dict[str, Any]:
+        """What a caller of the model relies on: its kind (so its rpc), inputs (names, types,
+        shapes past the batch axis), image shape and scale, latent size and classes. Versions
+        of one model with the same signature take the same requests and answer the same
+        shapes; the server refuses a version whose signature differs from the serving ones'."""
+        return {
+            "kind": self.kind,
+            "inputs": [(s.name, s.dtype, list(s.shape[1:])) for s in self.inputs],
+            "image": [self.height, self.width, self.channels],
+            "scale": self.scale,
+            "size_multiple": self.size_multiple,
+            "latent_size": self.latent_size,
+            "num_classes": self.num_classes,
+        }
+
+    def signature_change(self, other: ModelCard) -> str:
+        """How `other`'s signature differs from this card's ("" when it does not), e.g.
+        "kind: unconditional -> conditional"."""
+        mine, theirs = self.signature(), other.signature()
+        return "; ".join(f"{k}: {mine[k]} -> {theirs[k]}" for k in mine if mine[k] != theirs[k])
+
     def to_props(self) -> dict[str, str]:
         """The string key/value pairs stored in the ONNX file's metadata_props."""
         props = {

@@ -1,5 +1,11 @@
 """The model repository: `<root>/<name>/<version>/model.onnx`, versions are positive integers.
 
+A version is written in plain ASCII decimal with no sign, no leading zero and no spaces, 1 to
+2^63 - 1 (the wire's int64): `parse_version` is that rule, for folder names and for the Open
+Inference Protocol's version strings alike. Any other folder in a model's folder (`²`, `01`,
+`v2`, `backup`) is not a version: it is skipped, and the server warns once. Hidden folders
+(`.name`) are skipped silently.
+
 Beside the versions, an optional `<root>/<name>/config.json` holds serving knobs for that model
 (every key optional; unknown keys are an error, so a typo never goes unnoticed):
 
@@ -7,6 +13,10 @@ Beside the versions, an optional `<root>/<name>/config.json` holds serving knobs
 {"max_batch_size": 64, "max_queue_delay_ms": 0.0, "max_queue_size": 4096, "precision": "fp32",
  "instances": 2, "intra_op_threads": 1}
 ```
+
+`"allow_signature_change": true` lets a version serve whose kind, inputs or image shape differ
+from the model's serving versions (`ModelCard.signature`); without it such a version is refused
+and reported FAILED, so a file swapped for another model's never breaks the callers of this one.
 
 `instances` is Triton's `instance_group { count }`: how many ONNX Runtime sessions serve the
 version at once; `intra_op_threads` is the threads each of them uses on the CPU.
@@ -27,6 +37,8 @@ MODEL_FILE = "model.onnx"
 FP16_MODEL_FILE = "model.fp16.onnx"
 CONFIG_FILE = "config.json"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_VERSION = re.compile(r"[1-9][0-9]{0,18}")  # ASCII only: str.isdigit() also takes '²'
+MAX_VERSION = 2**63 - 1
 
 
 class RepositoryError(ValueError):
@@ -43,15 +55,38 @@ def check_name(name: str) -> str:
     return name
 
 
+def parse_version(text: str) -> int | None:
+    """The version `text` names (see the module docstring), or None if it names none."""
+    if not _VERSION.fullmatch(text):
+        return None
+    version = int(text)
+    return version if version <= MAX_VERSION else None
+
+
+def version_folders(model_dir: Path) -> tuple[list[int], list[str]]:
+    """(the version folders of one model, ascending; the other folders, which are not versions
+    and are skipped). Files beside the versions (config.json, a README) are neither. A model
+    folder that cannot be listed is a RepositoryError."""
+    model_dir = Path(model_dir)
+    try:
+        entries = list(model_dir.iterdir()) if model_dir.is_dir() else []
+        found, others = [], []
+        for entry in entries:
+            if entry.name.startswith(".") or not entry.is_dir():
+                continue
+            version = parse_version(entry.name)
+            if version is None:
+                others.append(entry.name)
+            else:
+                found.append(version)
+    except OSError as exc:
+        raise RepositoryError(f"{model_dir}: cannot be listed ({exc.strerror})") from None
+    return sorted(found), sorted(others)
+
+
 def versions(model_dir: Path) -> list[int]:
-    """The integer version folders of one model, ascending (other entries are ignored)."""
-    if not model_dir.is_dir():
-        return []
-    return sorted(
-        int(p.name)
-        for p in model_dir.iterdir()
-        if p.is_dir() and p.name.isdigit() and int(p.name) > 0
-    )
+    """The version folders of one model, ascending (other entries are skipped)."""
+    return version_folders(model_dir)[0]
 
 
 def next_version_dir(root: Path, name: str) -> Path:
@@ -62,11 +97,23 @@ def next_version_dir(root: Path, name: str) -> Path:
 
 
 def model_names(root: Path) -> list[str]:
-    """Every folder of `root` that holds at least one version."""
+    """Every folder of `root` that holds at least one version (a folder that cannot be
+    listed counts as none: the others are still served)."""
     root = Path(root)
     if not root.is_dir():
         raise RepositoryError(f"model repository {root}: no such folder")
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and versions(p))
+    names = []
+    try:
+        for p in root.iterdir():
+            try:
+                if p.is_dir() and versions(p):
+                    names.append(p.name)
+            except RepositoryError:
+                continue
+    except OSError as exc:
+        message = f"model repository {root}: cannot be listed ({exc.strerror})"
+        raise RepositoryError(message) from None
+    return sorted(names)
 
 
 @dataclass(frozen=True)
@@ -81,6 +128,8 @@ class ServingConfig:
     intra_op_threads: int | None = None
     # which versions are served: "all" (the default), {"latest": N} or {"specific": [1, 3]}
     version_policy: Any = None
+    # serve a version whose signature (kind, inputs, image shape) differs from the others'
+    allow_signature_change: bool = False
 
     @property
     def model_file(self) -> str:
@@ -126,6 +175,11 @@ def read_serving_config(model_dir: Path) -> ServingConfig:
         raise RepositoryError(
             f'{path}: version_policy must be "all", {{"latest": N}} (N >= 1) or '
             f'{{"specific": [versions]}}, got {policy!r}'
+        )
+    if not isinstance(config.allow_signature_change, bool):
+        raise RepositoryError(
+            f"{path}: allow_signature_change must be true or false, "
+            f"got {config.allow_signature_change!r}"
         )
     if config.precision not in ("fp32", "fp16"):
         raise RepositoryError(f"{path}: precision must be fp32 or fp16, got {config.precision!r}")

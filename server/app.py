@@ -142,6 +142,9 @@ class GanServer:
             except RepositoryError as exc:
                 log.error("cannot rescan the repository: %s", exc)
                 continue
+            except Exception:  # the poller must outlive anything one rescan meets
+                log.exception("cannot rescan the repository")
+                continue
             for name in sorted(names):
                 try:
                     await self.repo.sync(name)

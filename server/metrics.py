@@ -97,6 +97,13 @@ class Metrics:
             registry=r,
             multiprocess_mode="livemax",  # a state any live worker is in
         )
+        self.model_load_failures = Counter(
+            "ganserve_model_load_failures",
+            "Model version loads that failed (reason: error, or signature when a version's "
+            "kind, inputs or image shape differ from the serving versions').",
+            ["model", "reason"],
+            registry=r,
+        )
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._http: WSGIServer | None = None
         self._thread: threading.Thread | None = None

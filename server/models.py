@@ -20,7 +20,7 @@ from ganserve.export.repository import (
     ServingConfig,
     model_names,
     read_serving_config,
-    versions,
+    version_folders,
 )
 from ganserve.server.batcher import Batcher
 from ganserve.server.config import ServerConfig
@@ -63,7 +63,9 @@ class ModelVersion:
     solo: Runner | None = None  # every core's threads, for a batch that runs alone (CPU)
     batcher: Batcher | None = None
     users: int = 0  # rpcs that resolved to this version and have not ended
-    stamp: tuple[int, int] = (0, 0)  # the model file's (mtime_ns, size) when it was loaded
+    # the model file's (mtime_ns, size) at the last attempt to load it: a load that failed
+    # is tried again when the file or config.json changes (or on request), not every rescan
+    tried: tuple[int, int] = (0, 0)
 
 
 def _stamp(path: Path) -> tuple[int, int]:
@@ -103,6 +105,7 @@ class ModelRepository:
         self._serving: dict[str, ServingConfig | str] = {}  # what each model was loaded with
         self._lock = asyncio.Lock()
         self._retiring: set[asyncio.Task[None]] = set()
+        self._skipped: set[tuple[str, str]] = set()  # (model, folder) not a version, logged
         self.on_change: Callable[[], Awaitable[None]] | None = None  # health follows
 
     def names_on_disk(self) -> list[str]:
@@ -115,30 +118,50 @@ class ModelRepository:
         # Every version is known (state "loading") before the first loads, so a call that
         # comes while the server starts hears UNAVAILABLE (retry), not NOT_FOUND.
         for name in names:
-            for version in versions(root / name):
+            for version in self._versions(name):
                 path = root / name / str(version)  # the file is resolved below
                 self.models.setdefault(name, {})[version] = ModelVersion(name, version, path)
                 self.metrics.set_model_state(name, version, "loading")
         for name in names:
             await self.sync(name)
 
-    def _read(self, name: str) -> tuple[ServingConfig, str, list[int]]:
-        """The model's config (or its error) and the versions its policy serves."""
+    def _versions(self, name: str) -> list[int]:
+        """The model's version folders; each folder that is not a version is logged once."""
         model_dir = self.config.model_repository / name
         try:
-            serving = read_serving_config(model_dir)
-            return serving, "", wanted_versions(versions(model_dir), serving.version_policy)
+            found, others = version_folders(model_dir)
         except RepositoryError as exc:
-            return ServingConfig(), str(exc), versions(model_dir)
+            log.error("model %s: %s", name, exc)
+            return []
+        for other in others:
+            if (name, other) not in self._skipped:
+                self._skipped.add((name, other))
+                log.warning(
+                    "model %s: skipping the folder %r, which is not a version "
+                    "(a version folder is a number 1 to 2^63 - 1 without leading zeros)",
+                    name,
+                    other,
+                )
+        return found
 
-    async def sync(self, name: str) -> None:
-        """Load what is new or changed of model `name`, unload what went."""
+    def _read(self, name: str) -> tuple[ServingConfig, str, list[int]]:
+        """The model's config (or its error) and the versions its policy serves."""
+        present = self._versions(name)
+        try:
+            serving = read_serving_config(self.config.model_repository / name)
+            return serving, "", wanted_versions(present, serving.version_policy)
+        except RepositoryError as exc:
+            return ServingConfig(), str(exc), present
+
+    async def sync(self, name: str, retry: bool = False) -> None:
+        """Load what is new or changed of model `name`, unload what went; `retry` also tries
+        again the versions that failed to load from the files they have now."""
         async with self._lock:
-            await self._sync(name)
+            await self._sync(name, retry)
         if self.on_change is not None:
             await self.on_change()
 
-    async def _sync(self, name: str) -> None:
+    async def _sync(self, name: str, retry: bool) -> None:
         serving, error, wanted = self._read(name)
         found = self.models.setdefault(name, {})
         before = self._serving.get(name)
@@ -151,21 +174,30 @@ class ModelRepository:
             old = found.get(version)
             path = root / name / str(version) / serving.model_file
             fresh = old is None or old.state in ("loading", "failed", "unloaded")
-            if not fresh and not changed and old is not None and old.stamp == _stamp(path):
-                continue  # ready, and nothing about it changed
-            mv = ModelVersion(name, version, path)
+            stamp = _stamp(path)
+            if (
+                old is not None
+                and old.state in ("ready", "failed")
+                and not changed
+                and old.tried == stamp
+                and not (retry and old.state == "failed")
+            ):
+                continue  # nothing about it changed since it was loaded, or failed to
+            mv = ModelVersion(name, version, path, tried=stamp)
             if fresh:
                 found[version] = mv  # nothing to keep serving meanwhile
             self.metrics.set_model_state(name, version, "loading")
             if error:
                 self._fail(mv, error)
             else:
-                await self._load(mv, serving)
+                serving_now = [m for m in found.values() if m.state == "ready" and m is not mv]
+                await self._load(mv, serving, serving_now)
             if mv.state == "ready":
                 found[version] = mv
                 if old is not None and old is not mv and old.state == "ready":
                     self._retire(old, "replaced by a new load")
             elif old is not None and old.state == "ready":  # keep serving what worked
+                old.tried = stamp
                 old.error = f"a reload failed, still serving the previous load: {mv.error}"
                 self.metrics.set_model_state(name, version, "ready")
             else:
@@ -203,7 +235,12 @@ class ModelRepository:
         mv.batcher, mv.runners, mv.solo = None, (), None
         log.info("model %s version %d unloaded", mv.name, mv.version)
 
-    async def _load(self, mv: ModelVersion, serving: ServingConfig) -> None:
+    async def _load(
+        self, mv: ModelVersion, serving: ServingConfig, serving_now: list[ModelVersion]
+    ) -> None:
+        """Load, check and warm up `mv`; `serving_now` are the model's ready versions (the
+        load it replaces included), whose signature it must share unless config.json allows a
+        change."""
         # the model's own config.json wins over the server's flags
         max_batch = serving.max_batch_size or self.config.max_batch_size
         delay_ms = serving.max_queue_delay_ms
@@ -211,13 +248,17 @@ class ModelRepository:
             delay_ms = self.config.max_queue_delay_ms
         instances = serving.instances or self.config.instances
         threads = serving.intra_op_threads or self.config.intra_op_threads
-        mv.stamp = _stamp(mv.path)
         try:
             await asyncio.to_thread(self._load_version, mv, max_batch, instances, threads)
         except Exception as exc:  # any failure stays with this version alone
             self._fail(mv, f"{type(exc).__name__}: {exc}")
             return
         assert mv.runners and mv.card is not None
+        change = self._signature_change(mv, serving, serving_now)
+        if change:
+            mv.runners, mv.solo = (), None
+            self._fail(mv, change, reason="signature")
+            return
         mv.batcher = Batcher(
             f"{mv.name}:{mv.version}",
             [runner.run for runner in mv.runners],
@@ -241,6 +282,25 @@ class ModelRepository:
             len(mv.runners),
             mv.runners[0].threads,
         )
+
+    @staticmethod
+    def _signature_change(
+        mv: ModelVersion, serving: ServingConfig, serving_now: list[ModelVersion]
+    ) -> str:
+        """Why `mv` may not serve beside `serving_now` ("" when it may)."""
+        if serving.allow_signature_change:
+            return ""
+        assert mv.card is not None
+        for other in sorted(serving_now, key=lambda m: m.version):
+            assert other.card is not None
+            change = other.card.signature_change(mv.card)
+            if change:
+                return (
+                    f"refused: its signature differs from serving version {other.version}'s "
+                    f"({change}); callers of the model would break. Put it under another model "
+                    'name, or set "allow_signature_change": true in the model\'s config.json'
+                )
+        return ""
 
     def _batch_values(self, card: ModelCard) -> int:
         """The input values one batch may hold: a translation batch stays within one call's
@@ -268,13 +328,14 @@ class ModelRepository:
             mv.solo = Runner(mv.path, device=device, threads=cores, spinning=spinning)
             mv.solo.warm_up((1, max_batch))
 
-    def _fail(self, mv: ModelVersion, error: str) -> None:
+    def _fail(self, mv: ModelVersion, error: str, reason: str = "error") -> None:
         # callers see the reason, not where the server keeps its files (the log has both)
         root = str(self.config.model_repository.resolve())
         shown_error = error.replace(root, "<repository>")
         shown_error = shown_error.replace(str(self.config.model_repository), "<repository>")
         mv.state, mv.error = "failed", shown_error
         self.metrics.set_model_state(mv.name, mv.version, "failed")
+        self.metrics.model_load_failures.labels(mv.name, reason).inc()
         log.error("model %s version %d failed to load: %s", mv.name, mv.version, error)
 
     def get(self, name: str, version: int = 0) -> ModelVersion:

@@ -6,20 +6,25 @@ same GeneratorService path: the same validation, limits, batcher, determinism an
 (method label "ModelInfer"). What is left here is the translation of tensors and parameters.
 
 - inputs by name, as `raw_input_contents` or typed `contents`: `z` FP32 [N, nz], `label`
-  INT64 [N] (conditional models), `image` UINT8 [N, H, W, C] (translation models);
-- request parameters `seed`, `start_index`, `count`: a generator asked without `z` makes image
-  i of seed s from the same latent as ganserve.v1 does, so the bytes agree across protocols;
+  INT64 or UINT8 [N] (conditional models), `image` UINT8 [N, H, W, C] (translation models);
+  any other datatype is INVALID_ARGUMENT naming the input;
+- request parameters `seed`, `start_index`, `count` (int64_param, uint64_param, or a string of
+  ASCII digits): a generator asked without `z` makes image i of seed s from the same latent as
+  ganserve.v1 does, so the bytes agree across protocols;
+- versions: "" (the latest) or ASCII digits, 1 to 2^63 - 1 (`export.repository.parse_version`);
 - the one output, `image_out` UINT8 [N, H, W, C], as `raw_output_contents`.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import grpc
 import numpy as np
 
-from ganserve.export.metadata import ModelCard
+from ganserve.export.metadata import ModelCard, TensorSpec
+from ganserve.export.repository import RepositoryError, parse_version
 from ganserve.oip import grpc_service_pb2 as oip
 from ganserve.server.models import ModelNotFound, ModelUnavailable, ModelVersion, shown
 from ganserve.server.service import Abort, GeneratorService, invalid
@@ -37,25 +42,49 @@ STATE = {"ready": "READY", "loading": "LOADING", "failed": "UNAVAILABLE", "unloa
 
 
 def _version(text: str, field: str) -> int:
-    """OIP versions are strings: "" for the latest, else a positive number."""
+    """OIP versions are strings: "" for the latest, else a version number (one rule:
+    `export.repository.parse_version`)."""
     if not text:
         return 0
-    if not text.isdigit() or int(text) < 1:
-        raise invalid(f"{field}: {text!r}; a version number, or empty for the latest")
-    return int(text)
+    version = parse_version(text)
+    if version is None:
+        raise invalid(
+            f"{field}: {_shown(text)}; a version number 1 to 2^63 - 1 in ASCII digits, "
+            "or empty for the latest"
+        )
+    return version
+
+
+def _shown(text: str, limit: int = 32) -> str:
+    """A caller's string as a message quotes it: bounded."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
+
+
+_DIGITS = re.compile(r"[0-9]{1,20}")  # ASCII: int() and str.isdigit() also take '²' and '٣'
 
 
 def _parameter(request: oip.ModelInferRequest, name: str) -> int | None:
-    """An integer request parameter, or None when absent."""
+    """An integer request parameter (int64, uint64, or a string of ASCII digits), or None when
+    absent. Its range is the caller's to check."""
     if name not in request.parameters:
         return None
     value = request.parameters[name]
     which = value.WhichOneof("parameter_choice")
     if which in ("int64_param", "uint64_param"):
         return int(getattr(value, which))
-    if which == "string_param" and value.string_param.isdigit():
+    if which == "string_param" and _DIGITS.fullmatch(value.string_param):
         return int(value.string_param)
-    raise invalid(f"parameters[{name!r}]: {which or 'empty'}; an integer")
+    shown = _shown(value.string_param) if which == "string_param" else which or "empty"
+    raise invalid(
+        f"parameters[{name!r}]: {shown}; an integer (int64_param, uint64_param, "
+        "or a string of up to 20 ASCII digits)"
+    )
+
+
+def _uint64(value: int | None, field: str) -> int:
+    if value is not None and not 0 <= value < 2**64:
+        raise invalid(f"{field}: {value}; 0 to 2^64 - 1")
+    return value or 0
 
 
 def _inputs(request: oip.ModelInferRequest) -> dict[str, np.ndarray]:
@@ -96,6 +125,17 @@ def _inputs(request: oip.ModelInferRequest) -> dict[str, np.ndarray]:
     return arrays
 
 
+def datatypes(spec: TensorSpec) -> tuple[str, ...]:
+    """The OIP datatypes input `spec` accepts, the one ModelMetadata states first: `image` is
+    UINT8 pixels whatever the graph takes (the server converts); a `label` may also be UINT8,
+    on purpose, since class numbers fit in a byte; otherwise the graph's own type."""
+    if spec.name == "image":
+        return ("UINT8",)
+    if spec.name == "label":
+        return ("INT64", "UINT8")
+    return (DATATYPE_OF.get(spec.dtype, spec.dtype.upper()),)
+
+
 def _tensor(array: np.ndarray) -> pb.Tensor:
     return pb.Tensor(dtype=array.dtype.name, shape=list(array.shape), data=array.tobytes())
 
@@ -120,11 +160,11 @@ class InferenceService:
             name=SERVER_NAME, version=SERVER_VERSION, extensions=["model_repository"]
         )
 
-    def _get(self, name: str, version: str) -> ModelVersion:
+    def _get(self, name: str, version: str, field: str = "version") -> ModelVersion:
         if not name:
             raise invalid("name: required (RepositoryIndex lists the models)")
         try:
-            return self.repo.get(name, _version(version, "version"))
+            return self.repo.get(name, _version(version, field))
         except ModelNotFound as exc:
             raise Abort(grpc.StatusCode.NOT_FOUND, str(exc)) from None
         except ModelUnavailable as exc:
@@ -148,9 +188,7 @@ class InferenceService:
             name=mv.name, versions=[str(v) for v in ready], platform="onnxruntime_onnx"
         )
         for spec in card.inputs:
-            datatype = DATATYPE_OF.get(spec.dtype, spec.dtype.upper())
-            if spec.name == "image" and spec.dtype != "uint8":
-                datatype = "UINT8"  # the server converts; callers send uint8 pixels
+            datatype = datatypes(spec)[0]
             shape = [-1, -1, -1, card.channels] if spec.name == "image" else spec.shape
             reply.inputs.add(name=spec.name, datatype=datatype, shape=[-1, *shape[1:]])
         out = [-1, -1, -1, card.channels]
@@ -166,6 +204,14 @@ class InferenceService:
         unknown = sorted(set(inputs) - known)
         if unknown:
             raise invalid(f"inputs: {unknown[0]!r} is not an input of this model ({sorted(known)})")
+        for spec in card.inputs:
+            given = inputs.get(spec.name)
+            allowed = datatypes(spec)
+            if given is not None and DATATYPE_OF[given.dtype.name] not in allowed:
+                raise invalid(
+                    f"inputs[{spec.name!r}]: datatype {DATATYPE_OF[given.dtype.name]}; "
+                    f"{' or '.join(allowed)}"
+                )
         for out in request.outputs:
             if out.name != OUTPUT:
                 raise invalid(f"outputs: {out.name!r}; this model's one output is {OUTPUT!r}")
@@ -175,16 +221,17 @@ class InferenceService:
                 raise invalid("inputs: 'image' (UINT8 [N, H, W, C]) is required")
             return pb.TranslateRequest(images=_tensor(inputs["image"]), **common)
         seed, start, count = (_parameter(request, p) for p in ("seed", "start_index", "count"))
-        if seed is not None and not 0 <= seed < 2**64:
-            raise invalid(f"parameters['seed']: {seed}; 0 to 2^64 - 1")
-        if start is not None and not 0 <= start < 2**64:
-            raise invalid(f"parameters['start_index']: {start}; 0 to 2^64 - 1")
-        fields: dict[str, Any] = {"seed": seed or 0, "start_index": start or 0}
+        fields: dict[str, Any] = {
+            "seed": _uint64(seed, "parameters['seed']"),
+            "start_index": _uint64(start, "parameters['start_index']"),
+        }
         if "z" in inputs:
             if seed is not None or count is not None:
                 raise invalid("inputs: give 'z', or parameters seed and count, not both")
             fields["latents"] = _tensor(inputs["z"])
         elif count is not None:
+            # the request layer's own count rule, before the value must fit the wire's uint64
+            self.service._check_count(count, stream=False, field="parameters['count']")
             fields["count"] = count
         elif "label" not in inputs:
             raise invalid("inputs: 'z' (FP32 [N, nz]) or parameters seed and count are required")
@@ -198,7 +245,7 @@ class InferenceService:
         return pb.GenerateRequest(labels=pb.LabelList(values=labels.tolist()), **fields, **common)
 
     async def ModelInfer(self, request: oip.ModelInferRequest, context: Any) -> Any:
-        mv = self._get(request.model_name, request.model_version)
+        mv = self._get(request.model_name, request.model_version, "model_version")
         assert mv.card is not None
         v1 = self._request(request, mv.card, mv.version)
         if isinstance(v1, pb.TranslateRequest):
@@ -238,9 +285,13 @@ class InferenceService:
         """Load (or reload) a model from the repository folder, as its version policy says."""
         name = request.model_name
         self._explicit(name, "loading")
-        if name not in self.repo.names_on_disk():
+        try:
+            on_disk = self.repo.names_on_disk()
+        except RepositoryError as exc:
+            raise Abort(grpc.StatusCode.FAILED_PRECONDITION, f"model repository: {exc}") from None
+        if name not in on_disk:
             raise Abort(grpc.StatusCode.NOT_FOUND, f"model: no model {shown(name)} on disk")
-        await self.repo.sync(name)
+        await self.repo.sync(name, retry=True)  # a load on request tries failed ones again
         found = self.repo.models.get(name, {})
         if not any(mv.state == "ready" for mv in found.values()):
             errors = "; ".join(f"{v}: {mv.error}" for v, mv in sorted(found.items()))

@@ -2,8 +2,8 @@
 
 `--tls-cert`/`--tls-key` serve TLS; `--tls-client-ca` also demands a client certificate
 signed by that CA (mutual TLS). `--auth-token-file` names a file of accepted tokens, one per
-line (blank lines and `#` comments ignored): every call must carry `authorization: Bearer
-<token>` metadata, compared in constant time, or it ends UNAUTHENTICATED before any work.
+line (`read_tokens` states the format): every call must carry `authorization: Bearer <token>`
+metadata, compared in constant time, or it ends UNAUTHENTICATED before any work.
 The file is read again when it changes (looked at once a second), so tokens rotate without a
 restart: write the new token beside the old, move clients over, then drop the old one.
 Health and reflection stay open, so load balancers' probes and `grpcurl list` work.
@@ -14,6 +14,7 @@ from __future__ import annotations
 import hmac
 import logging
 import os
+import re
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -24,6 +25,7 @@ import grpc
 from ganserve.server.config import ServerConfig
 from ganserve.server.metrics import Metrics
 
+_TOKEN = re.compile(r"[\x21-\x7e]+")
 OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 log = logging.getLogger("ganserve.security")
 
@@ -49,9 +51,25 @@ def server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
 
 
 def read_tokens(path: str) -> list[bytes]:
-    """The accepted tokens: one per line, blank lines and `#` comments ignored."""
-    lines = _read(path, "--auth-token-file").decode().splitlines()
-    tokens = [line.strip().encode() for line in lines if line.strip() and not line.startswith("#")]
+    """The accepted tokens of a token file (format: docs/serving.md). UTF-8 text, one token per
+    line; leading and trailing whitespace is stripped; blank lines and lines whose first
+    non-blank character is `#` are ignored. A token is visible ASCII (0x21-0x7E, what gRPC
+    metadata can carry) without spaces. SecurityError, naming the line, for anything else."""
+    try:
+        text = _read(path, "--auth-token-file").decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SecurityError(f"--auth-token-file: {path} is not UTF-8 text ({exc.reason})") from None
+    tokens = []
+    for number, line in enumerate(text.splitlines(), 1):
+        token = line.strip()
+        if not token or token.startswith("#"):
+            continue
+        if not _TOKEN.fullmatch(token):
+            raise SecurityError(
+                f"--auth-token-file: {path} line {number}: a token is visible ASCII without "
+                "spaces (a comment line starts with #)"
+            )
+        tokens.append(token.encode())
     if not tokens:
         raise SecurityError(f"--auth-token-file: {path} holds no token")
     return tokens

@@ -20,7 +20,7 @@ from google.protobuf.message import DecodeError
 
 from ganserve.export.metadata import ModelCard
 from ganserve.latent import MIN_TRUNCATION, latents
-from ganserve.png import encode_png
+from ganserve.png import PngError, encode_png, png_header
 from ganserve.server.batcher import Queued, QueueFull
 from ganserve.server.config import ServerConfig
 from ganserve.server.metrics import Metrics
@@ -401,13 +401,12 @@ class GeneratorService(pb_grpc.GeneratorServicer):
                 )
             self._check_sources(card, *images.shape[:3])
             return images
-        sizes = [png_size(data, f"png[{i}]") for i, data in enumerate(request.png)]
-        if len(set(sizes)) > 1:
-            raise invalid("png: all images of one call must have the same size")
-        w, h = sizes[0]
-        self._check_sources(card, len(sizes), h, w)
+        self._check_count(len(request.png), stream=False, field="images")
+        check = functools.partial(self._check_sources, card)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.cpu_pool, _decode_pngs, list(request.png), card)
+        return await loop.run_in_executor(
+            self.cpu_pool, _decode_pngs, list(request.png), card, check
+        )
 
     async def _translate(self, request: pb.TranslateRequest, method: str) -> pb.ImageBatch:
         mv = self._model(request.model, request.version, method)
@@ -429,20 +428,6 @@ class GeneratorService(pb_grpc.GeneratorServicer):
     ) -> AsyncIterator[pb.ImageBatch]:
         async for request in requests:
             yield await self._translate(parsed(request), "TranslateStream")
-
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def png_size(data: bytes, field: str) -> tuple[int, int]:
-    """(width, height) of a PNG from its IHDR chunk, without decoding; INVALID_ARGUMENT naming
-    `field` for anything that is not a PNG (a JPEG or GIF included)."""
-    if len(data) < 24 or not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR":
-        raise invalid(f"{field}: not a PNG file (it must start with the PNG signature and IHDR)")
-    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    if not width or not height:
-        raise invalid(f"{field}: a PNG of {width}x{height} pixels")
-    return width, height
 
 
 def _labels_array(labels: pb.LabelList) -> np.ndarray:
@@ -475,18 +460,36 @@ def _encode_pngs(images: np.ndarray) -> list[bytes]:
     return [encode_png(image) for image in images]
 
 
-def _decode_pngs(pngs: list[bytes], card: ModelCard) -> np.ndarray:
-    """Decode a call's PNGs (sized and checked already) into uint8 [N, H, W, C]: on a worker
-    thread, never on the event loop."""
-    from PIL import Image, UnidentifiedImageError
+def _decode_pngs(
+    pngs: list[bytes], card: ModelCard, check: Callable[[int, int, int], None]
+) -> np.ndarray:
+    """Size a call's PNGs from their structure (`ganserve.png.png_header`: every chunk walked,
+    one IHDR), `check` that size (count, multiple, pixel budget), and only then decode them into
+    uint8 [N, H, W, C]: on a worker thread, never on the event loop. A refused call decodes
+    nothing."""
+    from PIL import Image
 
+    sizes = []
+    for i, data in enumerate(pngs):
+        try:
+            header = png_header(data)
+        except PngError as exc:
+            raise invalid(f"png[{i}]: {exc}") from None
+        sizes.append((header.width, header.height))
+    if len(set(sizes)) > 1:
+        raise invalid("png: all images of one call must have the same size")
+    w, h = sizes[0]
+    check(len(sizes), h, w)
     images = []
     for i, data in enumerate(pngs):
         try:
-            with Image.open(io.BytesIO(data)) as image:  # a PNG: png_size checked the signature
+            with Image.open(io.BytesIO(data), formats=["PNG"]) as image:
+                if image.size != (w, h):  # the decoder must make the size that was checked
+                    raise invalid(f"png[{i}]: decodes to {image.size}, its header says {(w, h)}")
                 image = image.convert("L" if card.channels == 1 else "RGB")
                 array = np.asarray(image, np.uint8)
-        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            # Pillow reports a broken file as SyntaxError ("broken PNG file"), others as OSError
             raise invalid(f"png[{i}]: not a readable PNG ({exc})") from None
         images.append(array.reshape(*array.shape[:2], card.channels))
     return np.stack(images)

@@ -6,6 +6,7 @@ import asyncio
 import collections
 import io
 import logging
+import os
 import struct
 import threading
 import time
@@ -20,6 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ganserve.png import encode_png
 from ganserve.server.app import GanServer
 from ganserve.server.models import ModelRepository
 from ganserve.server.service import _labels_array
@@ -306,3 +308,100 @@ def test_a_call_while_the_models_load_is_unavailable_not_not_found(
 )
 def test_long_label_lists_decode_to_their_values(values: list[int]) -> None:
     assert _labels_array(pb.LabelList(values=values)).tolist() == values
+
+
+# -- issue #22: what the PNG decoder will make is what is checked --------------------------
+
+
+def chunk(kind: bytes, data: bytes) -> bytes:
+    body = kind + data
+    return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+
+def ihdr(width: int, height: int) -> bytes:
+    return chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+
+
+def understated_png(small: int, real: int) -> bytes:
+    """A PNG whose first IHDR says `small` x `small` and a second one `real` x `real`, with an
+    all-zero image of the real size (Pillow decodes it at the size of the last IHDR)."""
+    bomb = zero_png(real, real)
+    body = bomb[len(PNG_SIGNATURE) :]
+    return PNG_SIGNATURE + ihdr(small, small) + body
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_png_that_understates_its_size_is_refused_before_decoding(
+    make_server: Callable,
+) -> None:
+    server = make_server(max_translation_pixels=1 << 20)
+    small_then_large = understated_png(32, 2048)  # 4 KB: once translated at 2048 x 2048
+    code, details = code_and_details(
+        lambda: server.stub.Translate(pb.TranslateRequest(model=PIX2PIX, png=[small_then_large]))
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details.startswith("png[0]: ") and "second IHDR" in details
+    bombs = [understated_png(32, 8192)] * 8  # 65 KB each; once 11 s and +1 GB of RSS for three
+    started, rss = time.perf_counter(), rss_mb(os.getpid())
+    code, details = code_and_details(
+        lambda: server.stub.Translate(pb.TranslateRequest(model=PIX2PIX, png=bombs))
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "second IHDR" in details
+    assert time.perf_counter() - started < 5, "the PNGs were decoded before they were refused"
+    assert rss_mb(os.getpid()) - rss < 100, "a refused PNG cost more memory than its bytes"
+
+
+def split_idat(png: bytes, garbage_type: bytes) -> bytes:
+    """`png` with its one IDAT split in two, the second chunk's type bytes replaced."""
+    at = png.index(b"IDAT") - 4
+    (length,) = struct.unpack(">I", png[at : at + 4])
+    data, rest = png[at + 8 : at + 8 + length], png[at + 12 + length :]
+    half = length // 2
+    second = chunk(b"IDAT", data[half:])
+    second = second[:4] + garbage_type + second[8:]
+    return png[:at] + chunk(b"IDAT", data[:half]) + second + rest
+
+
+@pytest.mark.parametrize(
+    ("edit", "words"),
+    [
+        (lambda png: split_idat(png, b"\x01\x02\x03\x04"), "not four ASCII letters"),
+        (lambda png: png[:-13] + bytes([png[-13] ^ 1]) + png[-12:], "IDAT: bad CRC"),
+        (lambda png: png[:-12], "ends before its IEND"),
+        (lambda png: png[:33] + chunk(b"ABCD", b"") + png[33:], "unknown critical chunk ABCD"),
+        (lambda png: png[:8] + png[33:], "not IHDR"),
+    ],
+)
+def test_a_broken_png_is_invalid_argument_naming_its_position(
+    server: RunningServer, edit: Callable[[bytes], bytes], words: str
+) -> None:
+    good = encode_png(np.full((32, 32, 1), 7, np.uint8))
+    assert len(images(server.stub.Translate(pb.TranslateRequest(model=PIX2PIX, png=[good]))))
+    code, details = code_and_details(
+        lambda: server.stub.Translate(pb.TranslateRequest(model=PIX2PIX, png=[good, edit(good)]))
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT, details
+    assert details.startswith("png[1]: ") and words in details
+
+
+def test_streams_end_at_the_top_of_the_index_space(server: RunningServer) -> None:
+    """Indices run 0 to 2^64 - 1: a request may reach the last one, never past it."""
+    top = 2**64
+
+    def stream(start: int, count: int) -> Any:
+        return server.stub.SampleStream(
+            pb.SampleRequest(model=DCGAN, start_index=start, count=count), timeout=30
+        )
+
+    replies = stream(1, top - 1)  # the whole space but index 0: nothing wraps
+    assert next(replies).start_index == 1
+    replies.cancel()
+    last = list(stream(top - 2, 2))
+    unary = server.stub.Sample(pb.SampleRequest(model=DCGAN, start_index=top - 2, count=2))
+    assert [b.start_index for b in last] == [top - 2]
+    assert images(last[0]).tobytes() == images(unary).tobytes()
+    for start, count in ((top - 1, 2), (2, top - 1)):
+        code, details = code_and_details(lambda s=start, c=count: next(stream(s, c)))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("start_index: ")

@@ -194,3 +194,64 @@ def test_explicit_control_loads_and_unloads_on_request(make_server: Callable) ->
     assert [(m.name, m.state) for m in index.models] == [(CGAN, "READY")]
     assert cli(["models", "load", "no-such-model", "--server", server.address]) == 1
     assert cli(["models", "list", "--server", server.address]) == 0
+
+
+def test_a_folder_that_is_not_a_version_is_skipped_with_one_warning(
+    make_server: Callable, repo: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    for odd in ("²", "01", "0", "9" * 5000, "v2"):
+        (repo / DCGAN / odd[:200]).mkdir()
+    caplog.set_level("WARNING", logger="ganserve.models")
+    server = make_server(model_repository=repo, model_control="poll", poll_seconds=0.2)
+    assert sample(server).version == 1  # it starts (once: "Event loop is closed")
+    add(repo, 2)  # once never picked up: the poller had died on '²'
+    until(lambda: states(server).get(2) == "READY", APPLIED, 60)
+    assert sample(server).version == 2
+    time.sleep(0.5)  # a few more rescans: still one warning per folder
+    skipped = [r.getMessage() for r in caplog.records if "not a version" in r.getMessage()]
+    assert len(skipped) == 5 and any("'²'" in m for m in skipped), skipped
+
+
+def test_an_odd_folder_does_not_stop_loading_another_model_on_request(
+    make_server: Callable, repo: Path
+) -> None:
+    shutil.copytree(MODELS / CGAN / "1", repo / CGAN / "1")
+    (repo / DCGAN / "²").mkdir()
+    server = make_server(model_repository=repo, model_control="explicit", load_models=DCGAN)
+    stub = oip_grpc.GRPCInferenceServiceStub(server.channel)
+    stub.RepositoryModelLoad(oip.RepositoryModelLoadRequest(model_name=CGAN))  # once INTERNAL
+    assert len(images(server.stub.Generate(pb.GenerateRequest(model=CGAN, count=1, label=1))))
+
+
+def test_a_version_of_another_kind_is_refused_unless_the_config_allows_it(
+    make_server: Callable, repo: Path
+) -> None:
+    server = make_server(model_repository=repo, model_control="poll", poll_seconds=0.2)
+    add(repo, 2)
+    until(lambda: states(server).get(2) == "READY", APPLIED, 60)
+    v2 = images(sample(server)).tobytes()
+    cgan = MODELS / CGAN / "1" / "model.onnx"
+    # a swapped file: version 2 keeps serving the load that worked
+    staged = repo / DCGAN / "2" / ".model.onnx"
+    shutil.copy(cgan, staged)
+    staged.replace(repo / DCGAN / "2" / "model.onnx")
+    refused = {"model": DCGAN, "reason": "signature"}
+    until(lambda: server.metric("ganserve_model_load_failures_total", **refused) == 1, APPLIED, 60)
+    info = server.stub.DescribeModel(pb.DescribeModelRequest(model=DCGAN))
+    (state,) = [v for v in info.versions if v.version == 2]
+    assert state.state == pb.VersionState.READY and "kind: unconditional -> conditional" in (
+        state.error
+    )
+    assert info.kind == "unconditional" and images(sample(server)).tobytes() == v2
+    # a new version of another kind: FAILED, never the latest
+    (repo / DCGAN / "3").mkdir()
+    shutil.copy(cgan, repo / DCGAN / "3" / "model.onnx")
+    until(lambda: states(server).get(3) == "FAILED", APPLIED, 60)
+    assert server.metric("ganserve_model_load_failures_total", **refused) == 2
+    assert server.metric("ganserve_model_state", model=DCGAN, version="3", state="failed") == 1
+    assert sample(server).version == 2
+    # the operator says so: it serves
+    (repo / DCGAN / "config.json").write_text(json.dumps({"allow_signature_change": True}))
+    until(lambda: states(server).get(3) == "READY", APPLIED, 60)
+    reply = server.stub.Generate(pb.GenerateRequest(model=DCGAN, count=2, label=1))
+    assert reply.version == 3

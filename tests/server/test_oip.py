@@ -120,7 +120,7 @@ def test_typed_contents_give_the_bytes_raw_contents_give(
     ("request_", "code", "words"),
     [
         (_infer(DCGAN), grpc.StatusCode.INVALID_ARGUMENT, "'z'"),
-        (_infer(DCGAN, count=5000), grpc.StatusCode.INVALID_ARGUMENT, "count: 5000"),
+        (_infer(DCGAN, count=5000), grpc.StatusCode.INVALID_ARGUMENT, "'count']: 5000"),
         (_infer("nope", count=1), grpc.StatusCode.NOT_FOUND, "no model"),
         (_infer(CGAN, count=2), grpc.StatusCode.INVALID_ARGUMENT, "'label'"),
         (_infer(PIX2PIX, count=1), grpc.StatusCode.INVALID_ARGUMENT, "'image'"),
@@ -157,3 +157,83 @@ def test_oip_calls_are_counted_under_their_method(
     after = server.metric("ganserve_requests_total", model=DCGAN, method="ModelInfer", code="OK")
     assert after == before + 1
     assert server.metric("ganserve_images_total", model=DCGAN, method="ModelInfer") >= 3
+
+
+def _with(request: oip.ModelInferRequest, **strings: str) -> oip.ModelInferRequest:
+    for key, value in strings.items():
+        request.parameters[key].string_param = value
+    return request
+
+
+def _labels(datatype: str, values: list[Any], field: str) -> oip.ModelInferRequest:
+    request = _infer(CGAN)
+    tensor = request.inputs.add(name="label", datatype=datatype, shape=[len(values)])
+    getattr(tensor.contents, field).extend(values)
+    return request
+
+
+@pytest.mark.parametrize(
+    ("request_", "words"),
+    [
+        (_with(_infer(DCGAN, count=1), seed="²"), "parameters['seed']: '²'; an integer"),
+        (_with(_infer(DCGAN), count="9" * 5000), "(5000 characters); an integer"),
+        (_with(_infer(DCGAN), count=str(10**30)), "parameters['count']: '1000"),
+        (_with(_infer(DCGAN), count=" 7"), "parameters['count']: ' 7'"),
+        (_with(_infer(DCGAN), count="-1"), "parameters['count']: '-1'"),
+        (_infer(DCGAN, count=-1), "parameters['count']: -1; must be 1 to"),
+        (_with(_infer(DCGAN), count=str(2**64)), "parameters['count']: 18446744073709551616"),
+        (_infer(DCGAN, count=1, seed=-1), "parameters['seed']: -1; 0 to 2^64 - 1"),
+        (_infer(DCGAN, count=1, start_index=-5), "parameters['start_index']: -5; 0 to 2^64"),
+        (_labels("FP32", [1.0, 2.0], "fp32_contents"), "inputs['label']: datatype FP32; INT64"),
+    ],
+)
+def test_odd_parameters_and_inputs_are_invalid_argument_naming_the_field(
+    stub: oip_grpc.GRPCInferenceServiceStub, request_: oip.ModelInferRequest, words: str
+) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        stub.ModelInfer(request_)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
+    assert words in info.value.details()
+
+
+def test_a_uint8_label_is_accepted_and_means_what_int64_means(
+    stub: oip_grpc.GRPCInferenceServiceStub,
+) -> None:
+    small = stub.ModelInfer(_with(_labels("UINT8", [3, 9], "uint_contents"), seed="4"))
+    wide = stub.ModelInfer(_with(_labels("INT64", [3, 9], "int64_contents"), seed="4"))
+    assert small.raw_output_contents == wide.raw_output_contents
+    assert list(small.outputs[0].shape) == [2, 32, 32, 1]
+
+
+@pytest.mark.parametrize("version", ["²", "9" * 5000, "0", "01", "-1", " 1", "1.0"])
+def test_versions_that_are_not_version_numbers_are_invalid_argument(
+    stub: oip_grpc.GRPCInferenceServiceStub, version: str
+) -> None:
+    calls = {
+        "model_version": lambda: stub.ModelInfer(
+            oip.ModelInferRequest(model_name=DCGAN, model_version=version)
+        ),
+        "version": lambda: stub.ModelMetadata(
+            oip.ModelMetadataRequest(name=DCGAN, version=version)
+        ),
+    }
+    ready = lambda: stub.ModelReady(oip.ModelReadyRequest(name=DCGAN, version=version))  # noqa: E731
+    for field, call in [*calls.items(), ("version", ready)]:
+        with pytest.raises(grpc.RpcError) as info:
+            call()
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (field, version)
+        assert info.value.details().startswith(f"{field}: ") and "1 to 2^63 - 1" in (
+            info.value.details()
+        )
+
+
+def test_a_well_formed_version_that_does_not_exist_is_not_found(
+    stub: oip_grpc.GRPCInferenceServiceStub,
+) -> None:
+    for version in ("7", str(2**63 - 1)):
+        with pytest.raises(grpc.RpcError) as info:
+            stub.ModelMetadata(oip.ModelMetadataRequest(name=DCGAN, version=version))
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as info:
+        stub.ModelMetadata(oip.ModelMetadataRequest(name=DCGAN, version=str(2**63)))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT

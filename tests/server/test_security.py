@@ -20,6 +20,7 @@ import ganserve
 from ganserve.cli import main
 from ganserve.server import healthcheck
 from ganserve.server.config import ServerConfig, ServerConfigError
+from ganserve.server.security import SecurityError, read_tokens
 from tests.servers import CGAN, DCGAN, until
 
 NO_RETRY = ganserve.RetryPolicy(max_attempts=1)
@@ -205,3 +206,33 @@ def test_tls_settings_must_come_in_pairs() -> None:
         ServerConfig(tls_cert="cert.pem")
     with pytest.raises(ServerConfigError, match="needs --tls-cert"):
         ServerConfig(tls_client_ca="ca.pem")
+
+
+def test_the_token_file_format(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("# header\n  # rotated 2026-12-01\n\n  spaced-token \t\nplain\n")
+    assert read_tokens(str(tokens)) == [b"spaced-token", b"plain"]  # indented comments too
+    for bad, words in (("two words\n", "line 1"), ("ok\ntoken-é\n", "line 2")):
+        tokens.write_text(bad)
+        with pytest.raises(SecurityError, match=words):
+            read_tokens(str(tokens))
+    tokens.write_bytes(b"good\n\xff\xfe\n")
+    with pytest.raises(SecurityError, match="not UTF-8"):
+        read_tokens(str(tokens))
+
+
+def test_an_indented_comment_is_no_token_and_a_non_utf8_file_keeps_the_old_tokens(
+    make_server: Callable, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("  # rotated 2026-12-01\nthe-token\n")
+    server = make_server(auth_token_file=str(tokens))
+    assert not _accepted(server.address, "# rotated 2026-12-01")
+    assert _accepted(server.address, "the-token")
+    caplog.set_level("WARNING", logger="ganserve.security")
+    tokens.write_bytes(b"the-token\n\xff\xfe broken\n")  # once: every call UNKNOWN
+    # the file is looked at when calls come, once a second
+    until(
+        lambda: _accepted(server.address, "the-token") and "not UTF-8" in caplog.text,
+        "logging the unreadable token file",
+    )
