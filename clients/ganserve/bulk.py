@@ -112,12 +112,21 @@ def _write_atomic(path: Path, data: bytes, sync: bool = True) -> bytes:
 class _Exclusive:
     """Hold `out` for one job at a time: an advisory lock on the folder itself (no lock file
     is left in the dataset), released when the job ends, fails or its process dies. The
-    workers of a distributed job share the folder and each holds its own manifest file.
-    Usable with `with` (merge) and `async with` (the jobs)."""
+    workers of a distributed job share the folder (a shared lock on it) and each holds a lock
+    file of its own, `.<its manifest>.lock`, removed when it ends. Usable with `with` (merge)
+    and `async with` (the jobs)."""
 
     def __init__(self, out: Path, worker: str | None = None) -> None:
         self.out, self.worker = out, worker
         self.fds: list[int] = []
+        self.lock_file = None if worker is None else out / f".{worker}.lock"
+
+    def _refuse(self, mine: str = "") -> InvalidArgument:
+        self.__exit__()
+        return InvalidArgument(
+            f"out: another job is writing to {self.out}{mine}; wait for it to finish, or "
+            "use another folder (a finished or killed job leaves the folder free to resume)"
+        )
 
     def __enter__(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -125,21 +134,34 @@ class _Exclusive:
             return
         self.fds.append(os.open(self.out, os.O_RDONLY))
         try:
-            shared = fcntl.LOCK_SH if self.worker else fcntl.LOCK_EX
-            fcntl.flock(self.fds[0], shared | fcntl.LOCK_NB)
-            if self.worker:
-                self.fds.append(os.open(self.out / self.worker, os.O_RDONLY | os.O_CREAT, 0o644))
-                fcntl.flock(self.fds[1], fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(
+                self.fds[0], (fcntl.LOCK_SH if self.worker else fcntl.LOCK_EX) | fcntl.LOCK_NB
+            )
         except BlockingIOError:
-            mine = f" as this worker ({self.worker})" if len(self.fds) == 2 else ""
-            self.__exit__()
-            raise InvalidArgument(
-                f"out: another job is writing to {self.out}{mine}; wait for it to finish, or "
-                "use another folder (a finished or killed job leaves the folder free to resume)"
-            ) from None
+            raise self._refuse() from None
+        if self.lock_file is not None:
+            # Not the worker's manifest, which is replaced (os.replace) when written whole: the
+            # name then has a new inode, and a lock held on the old one keeps no one out.
+            while True:
+                fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    os.close(fd)
+                    raise self._refuse(f" as this worker ({self.worker})") from None
+                try:
+                    held = os.stat(self.lock_file).st_ino == os.fstat(fd).st_ino
+                except FileNotFoundError:
+                    held = False
+                if held:
+                    self.fds.append(fd)
+                    return
+                os.close(fd)  # locked a file its last holder removed as it released it: again
 
     def __exit__(self, *exc: object) -> None:
-        for fd in self.fds:
+        if len(self.fds) == 2 and self.lock_file is not None:
+            self.lock_file.unlink(missing_ok=True)  # still locked: no one can take it meanwhile
+        for fd in reversed(self.fds):
             os.close(fd)  # closing the descriptor releases the lock
         self.fds.clear()
 
@@ -472,6 +494,8 @@ def _merge(out: Path) -> dict[str, Any]:
     dataset.manifest.finish(records)
     for path in found:
         path.unlink()
+    for path in out.glob(".manifest.worker-*-of-*.jsonl.lock"):  # left by killed workers
+        path.unlink(missing_ok=True)
     return {"out": str(out), "workers": n, "shards": len(records), "images": header["count"]}
 
 

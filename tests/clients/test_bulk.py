@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ganserve.bulk import _Exclusive, merge, run_job, verify, worker_manifest
+from ganserve.bulk import Manifest, _Exclusive, merge, run_job, verify, worker_manifest
 from ganserve.cli import main
 from ganserve.errors import InvalidArgument
 from tests.servers import CGAN, DCGAN, RunningServer
@@ -29,6 +29,12 @@ def checksums(folder: Path) -> dict[str, str]:
         for p in sorted(folder.rglob("*"))
         if p.is_file()
     }
+
+
+def one_line(err: str, prog: str, *needles: str) -> None:
+    """`err` is one line from `prog` naming the problem, not a traceback."""
+    assert err.count("\n") == 1 and err.startswith(f"{prog}: "), err
+    assert all(needle in err for needle in needles), err
 
 
 def job(server: RunningServer, out: Path, model: str = CGAN, **kwargs: object) -> dict:
@@ -263,3 +269,45 @@ def test_merge_refuses_a_job_whose_workers_have_not_all_finished(
     with _Exclusive(out, worker_manifest(1, 2)), pytest.raises(InvalidArgument, match="writing"):
         merge(out)  # a worker still holds the folder
     assert merge(out)["shards"] == 6 and verify(out) == []
+
+
+def test_a_worker_holds_its_lock_while_its_manifest_is_replaced(tmp_path: Path) -> None:
+    out, mine = tmp_path / "ds", worker_manifest(0, 2)
+    with _Exclusive(out, mine):
+        Manifest(out, {"model": "m"}, mine).finish({})  # a new file (inode) under the name
+        with pytest.raises(InvalidArgument, match="as this worker"), _Exclusive(out, mine):
+            pass
+        with _Exclusive(out, worker_manifest(1, 2)):  # the other worker shares the folder
+            pass
+    with _Exclusive(out, mine):  # free again
+        pass
+
+
+def test_two_processes_of_one_worker_one_is_refused(
+    server: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "ds"
+    argv = [
+        *("generate", "--server", server.address, "--model", CGAN, "--count", "20000"),
+        *("--shard-size", "100", "--streams", "1", "--quiet", "--out", str(out)),
+        *("--workers", "2", "--worker-index", "0"),
+    ]
+    first = subprocess.Popen(
+        [sys.executable, "-m", "ganserve.cli", *argv],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    manifest = out / worker_manifest(0, 2)
+    deadline = time.monotonic() + 120
+    while not (manifest.exists() and manifest.read_text().count("\n") >= 2):
+        assert time.monotonic() < deadline and first.poll() is None, "the worker never got going"
+        time.sleep(0.01)
+    first.send_signal(signal.SIGSTOP)  # it holds its locks, whatever the machine's speed
+    try:
+        assert main(argv) == 2
+        one_line(capsys.readouterr().err, "ganserve generate", "another job", "as this worker")
+    finally:
+        first.send_signal(signal.SIGCONT)
+    assert first.wait(300) == 0, first.stderr.read() if first.stderr else ""
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no lock file left
