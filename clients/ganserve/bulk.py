@@ -2,11 +2,12 @@
 
 The job is cut into shards of `shard_size` consecutive indices under one seed. Each shard is
 written to a temporary name and renamed when complete, then recorded in `manifest.jsonl`
-(shard, seed, start index, count, labels per class, model, version, files, sha256). A re-run of
-the same command skips the shards the manifest records (and whose files still match their
-checksum) and makes only the missing ones; since an image is a function of (model version,
-seed, index, label), the finished dataset is byte-identical to an uninterrupted run. At the
-end the manifest is rewritten in shard order, so it is identical too.
+(shard, seed, start index, count, labels per class, model, version, files, sha256; the schema
+is `ganserve.manifest`'s). A re-run of the same command skips the shards the manifest records
+(and whose files still match their checksum) and makes only the missing ones; since an image
+is a function of (model version, seed, index, label), the finished dataset is byte-identical
+to an uninterrupted run. At the end the manifest is rewritten in shard order, so it is
+identical too.
 
 Formats: `npz` (one `shard-NNNNN.npz` per shard: `images` uint8 [n, H, W, C], `indices`,
 and `labels` for conditional models; written with fixed zip timestamps so the bytes repeat)
@@ -38,11 +39,34 @@ except ImportError:  # not on POSIX: jobs into one folder are not guarded agains
 
 from ganserve.client import AsyncClient, RetryPolicy
 from ganserve.errors import GanserveError, InvalidArgument
+from ganserve.manifest import (
+    FORMATS,
+    MANIFEST,
+    WORKER_GLOB,
+    ManifestError,
+    read_manifest,
+    worker_manifest,
+    worker_of,
+)
 from ganserve.png import encode_png
 from ganserve.types import ModelInfo
 
-MANIFEST = "manifest.jsonl"
-FORMATS = ("npz", "png")
+__all__ = [
+    "FORMATS",
+    "MANIFEST",
+    "Dataset",
+    "Job",
+    "Manifest",
+    "ManifestError",
+    "merge",
+    "npz_bytes",
+    "read_manifest",
+    "run_job",
+    "run_translate_job",
+    "verify",
+    "worker_manifest",
+]
+
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
 
@@ -194,23 +218,6 @@ def _problem(shard: int, files: Sequence[Path], sha256: str) -> str | None:
     return None
 
 
-def read_manifest(path: Path) -> tuple[dict | None, dict[int, dict]]:
-    """(the job header, shard records) of a manifest, skipping a line torn by a kill (its
-    shard is simply redone)."""
-    header, shards = None, {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if "job" in record:
-                header = record["job"]
-            elif "shard" in record:
-                shards[record["shard"]] = record
-    return header, shards
-
-
 class Manifest:
     """`manifest.jsonl`: the job's header line, then one line per finished shard."""
 
@@ -243,6 +250,19 @@ class Manifest:
         lines = [json.dumps({"job": self.header})]
         lines += [json.dumps(records[k], sort_keys=True) for k in sorted(records)]
         _write_atomic(self.path, ("\n".join(lines) + "\n").encode())
+
+
+def _missing(shards: int, done: Iterable[int], limit: int = 10) -> tuple[list[int], int]:
+    """(the first `limit` shards of 0 .. shards - 1 not in `done`, how many in all), without
+    counting through every shard (a manifest may claim 2^64)."""
+    done = {k for k in done if 0 <= k < shards}
+    first: list[int] = []
+    k = 0
+    while len(first) < limit and k < shards:
+        if k not in done:
+            first.append(k)
+        k += 1
+    return first, shards - len(done)
 
 
 async def _run_shards(
@@ -447,44 +467,46 @@ async def run_job(
         return summary
 
 
-def worker_manifest(index: int, workers: int) -> str:
-    return f"manifest.worker-{index:04d}-of-{workers:04d}.jsonl"
-
-
 def merge(out: str | Path) -> dict[str, Any]:
     """Assemble the manifests of a distributed job's workers into `manifest.jsonl`, once every
     worker has finished: the folder then equals a one-worker run's, byte for byte (the worker
-    manifests are removed). InvalidArgument when a worker is missing, unfinished or made
-    another job."""
+    manifests are removed). ManifestError when a worker manifest cannot be read;
+    InvalidArgument when a worker is missing, unfinished or made another job."""
     out = Path(out)
     with _Exclusive(out):  # no worker still writing
         return _merge(out)
 
 
 def _merge(out: Path) -> dict[str, Any]:
-    found = sorted(out.glob("manifest.worker-*-of-*.jsonl"))
+    found = sorted(out.glob(WORKER_GLOB))
     if not found:
         raise InvalidArgument(f"out: {out} holds no worker manifests to merge")
-    workers = {int(p.name.split("-of-")[1].split(".")[0]) for p in found}
+    indices = [worker_of(p.name) for p in found]
+    workers = {n for _, n in indices}
     if len(workers) != 1:
-        raise InvalidArgument(f"out: worker manifests of different worker counts {workers}")
+        raise InvalidArgument(f"out: worker manifests of different worker counts {sorted(workers)}")
     (n,) = workers
-    missing = [i for i in range(n) if not (out / worker_manifest(i, n)).exists()]
+    missing, _ = _missing(n, (i for i, _ in indices))
     if missing:
         raise InvalidArgument(f"out: no manifest from worker(s) {missing} of {n} yet")
-    header, records = None, {}
-    for i in range(n):
+    header: dict[str, Any] | None = None
+    records: dict[int, dict] = {}
+    for i in range(n):  # every one is there: n is at most as many as were found
         h, shards = read_manifest(out / worker_manifest(i, n))
+        if h is None:
+            raise InvalidArgument(f"out: {worker_manifest(i, n)} went while merging")
         if header is not None and h != header:
             raise InvalidArgument(f"worker {i} made another job than worker 0: {h} vs {header}")
         header = h
         records.update(shards)
     assert header is not None
+    if "sources" in header:
+        raise InvalidArgument(f"{found[0].name}: a translation job's, which has no workers")
     dataset = Dataset(out, Job.from_header(header))
-    unfinished = [k for k in range(dataset.job.shards) if k not in records]
+    unfinished, how_many = _missing(dataset.job.shards, records)
     if unfinished:
         raise InvalidArgument(
-            f"shards {unfinished[:10]} are not done yet ({len(unfinished)} in all): run their "
+            f"shards {unfinished} are not done yet ({how_many} in all): run their "
             "workers again (they resume)"
         )
     for k, record in sorted(records.items()):
@@ -500,14 +522,12 @@ def _merge(out: Path) -> dict[str, Any]:
 
 
 def verify(out: str | Path) -> list[str]:
-    """Problems found in a dataset folder (empty when every shard matches its manifest)."""
+    """Problems found in a dataset folder (empty when every shard matches its manifest).
+    ManifestError when the manifest cannot be read or breaks its schema."""
     out = Path(out)
-    manifest = out / MANIFEST
-    if not manifest.exists():
-        return [f"{manifest}: missing"]
-    header, records = read_manifest(manifest)
+    header, records = read_manifest(out / MANIFEST)
     if header is None:
-        return [f"{manifest}: no job header"]
+        return [f"{out / MANIFEST}: missing"]
     if "sources" in header:  # a translation job: each record lists its output files
         shards = -(-header["count"] // header["shard_size"])
 
@@ -521,7 +541,10 @@ def verify(out: str | Path) -> list[str]:
         def files_of(shard: int, _: dict) -> Sequence[Path]:
             return dataset.files(shard)
 
-    problems = [f"shard {k}: missing from the manifest" for k in range(shards) if k not in records]
+    missing, how_many = _missing(shards, records)
+    problems = [f"shard {k}: missing from the manifest" for k in missing]
+    if how_many > len(missing):
+        problems.append(f"shards: {how_many - len(missing)} more missing from the manifest")
     for k, record in sorted(records.items()):
         problem = _problem(k, files_of(k, record), record["sha256"])
         if problem:
@@ -529,15 +552,31 @@ def verify(out: str | Path) -> list[str]:
     return problems
 
 
-def _run_command(prog: str, job: Any) -> int:
-    """Run a job coroutine for a command: its summary on stdout, or one line and status 2."""
+def _command(prog: str, run: Callable[[], int], problems: int = 2) -> int:
+    """A command's status: `run`'s, or one line on stderr naming the problem. Status 2 for a
+    usage error, a manifest that cannot be read, or a file that cannot be; `problems` for any
+    other refusal (merge: 1, the dataset is not ready)."""
     try:
-        summary = asyncio.run(job)
-    except GanserveError as exc:
+        return run()
+    except ManifestError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps(summary))
-    return 0
+    except GanserveError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return problems
+    except OSError as exc:  # e.g. a full disk: a message, not a traceback
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run_command(prog: str, job: Any) -> int:
+    """Run a job coroutine for a command: its summary on stdout, or one line and status 2."""
+
+    def run() -> int:
+        print(json.dumps(asyncio.run(job)))
+        return 0
+
+    return _command(prog, run)
 
 
 def _job_flags(p: Any, shard_size: int) -> None:
@@ -620,26 +659,34 @@ def main_generate(argv: Sequence[str]) -> int:
 
 
 def main_merge(argv: Sequence[str]) -> int:
+    """`ganserve merge FOLDER`: status 0 merged, 1 not ready (a worker missing, unfinished or
+    still running, a shard not as recorded), 2 a manifest that cannot be read."""
     if len(argv) != 1:
         print("usage: ganserve merge DATASET_FOLDER", file=sys.stderr)
         return 2
-    try:
+
+    def run() -> int:
         print(json.dumps(merge(argv[0])))
-    except GanserveError as exc:
-        print(f"ganserve merge: {exc}", file=sys.stderr)
-        return 1
-    return 0
+        return 0
+
+    return _command("ganserve merge", run, problems=1)
 
 
 def main_verify(argv: Sequence[str]) -> int:
+    """`ganserve verify FOLDER`: status 0 ok, 1 the dataset has problems (one a line), 2 its
+    manifest cannot be read."""
     if len(argv) != 1:
         print("usage: ganserve verify DATASET_FOLDER", file=sys.stderr)
         return 2
-    problems = verify(argv[0])
-    for problem in problems:
-        print(problem, file=sys.stderr)
-    print("ok" if not problems else f"{len(problems)} problem(s)")
-    return 0 if not problems else 1
+
+    def run() -> int:
+        problems = verify(argv[0])
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        print("ok" if not problems else f"{len(problems)} problem(s)")
+        return 0 if not problems else 1
+
+    return _command("ganserve verify", run)
 
 
 # -- bulk translation: a folder of source images → a folder of translated images -------------
