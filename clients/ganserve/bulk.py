@@ -13,19 +13,26 @@ Formats: `npz` (one `shard-NNNNN.npz` per shard: `images` uint8 [n, H, W, C], `i
 and `labels` for conditional models; written with fixed zip timestamps so the bytes repeat)
 or `png` (one folder per class, `<class>/<index>.png`, the layout torchvision's ImageFolder
 reads; `images/` for unconditional models).
+
+`verify` (and `merge`, and a resume) checks each record against what the job's layout gives
+(shard, start index, count, labels per class, model, version, seed, files), then its files:
+each must be a regular file inside the folder (a link is not followed), whose checksum matches
+and, for npz, whose `indices` and `labels` are the shard's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import io
 import json
 import os
+import stat
 import sys
 import time
 import zipfile
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +52,7 @@ from ganserve.manifest import (
     WORKER_GLOB,
     ManifestError,
     read_manifest,
+    short,
     worker_manifest,
     worker_of,
 )
@@ -86,6 +94,7 @@ class Job:
 
     @property
     def shards(self) -> int:
+        """How many shards the job has (the last may be short)."""
         return -(-self.count // self.shard_size)
 
     def span(self, shard: int) -> tuple[int, int]:
@@ -99,6 +108,7 @@ class Job:
 
     @classmethod
     def from_header(cls, header: dict[str, Any]) -> Job:
+        """The job a manifest's (checked) header records."""
         return cls(**{**header, "class_names": tuple(header["class_names"])})
 
     def labels(self, start: int, n: int) -> np.ndarray | None:
@@ -106,6 +116,18 @@ class Job:
         if not self.conditional:
             return None
         return (np.arange(start, start + n, dtype=np.int64)) % self.num_classes
+
+    def per_class(self, start: int, n: int) -> list[int] | None:
+        """Images per class of the balanced labels of indices [start, start + n), counted
+        without making them (a manifest may claim any span)."""
+        if not self.conditional:
+            return None
+        c = self.num_classes
+
+        def below(x: int) -> list[int]:  # indices i < x with i % c == label, per label
+            return [(x - label + c - 1) // c for label in range(c)]
+
+        return [b - a for a, b in zip(below(start), below(start + n), strict=True)]
 
 
 def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
@@ -204,17 +226,100 @@ def _combined(digests: Iterable[bytes]) -> str:
     return digest.hexdigest()
 
 
-def _sha256(paths: Sequence[Path]) -> str:
-    return _combined(hashlib.sha256(path.read_bytes()).digest() for path in paths)
+def _sha256(paths: Iterable[Path]) -> str:
+    """The combined checksum of files, each read in chunks."""
+
+    def digest(path: Path) -> bytes:
+        with path.open("rb") as f:
+            return hashlib.file_digest(f, "sha256").digest()
+
+    return _combined(digest(path) for path in paths)
 
 
-def _problem(shard: int, files: Sequence[Path], sha256: str) -> str | None:
-    """Why a recorded shard's files cannot be trusted, or None when they match."""
-    missing = [str(p) for p in files if not p.exists()]
-    if missing:
-        return f"shard {shard}: {len(missing)} file(s) missing, e.g. {missing[0]}"
-    if _sha256(files) != sha256:
-        return f"shard {shard}: files missing or not matching the manifest"
+def _files_problem(out: Path, files: Iterable[Path], sha256: str) -> str | None:
+    """Why a shard's files (under `out`) cannot be trusted, or None when each is a regular file
+    inside `out` and together they match `sha256`. Stops at the first file that is not."""
+    root, inside = out.resolve(), {}
+    digests = []
+    for path in files:
+        name = path.relative_to(out)
+        if path.parent not in inside:  # a link among the folders could lead anywhere
+            try:
+                inside[path.parent] = path.parent.resolve().is_relative_to(root)
+            except (OSError, RuntimeError):  # RuntimeError: a loop of links
+                inside[path.parent] = False
+        outside = f"{name}: not a regular file inside the dataset folder"
+        if not inside[path.parent]:
+            return outside
+        try:  # no link followed; a fifo opened without waiting for a writer
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except FileNotFoundError:
+            return f"{name}: missing"
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # the file is a link
+                return outside
+            return f"{name}: cannot read it ({exc.strerror})"
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):  # /dev/zero would never end
+                return outside
+            digests.append(hashlib.file_digest(f, "sha256").digest())
+    if _combined(digests) != sha256:
+        return "files missing or not matching the manifest"
+    return None
+
+
+def _claims(record: dict[str, Any], expected: dict[str, Any]) -> str | None:
+    """The first field in which a record says other than its job's layout, or None."""
+    for key, value in expected.items():
+        if record[key] != value:
+            claimed, layout = short(record[key]), short(value)
+            return f"{key}: {claimed} in the manifest; the job's layout gives {layout}"
+    return None
+
+
+def _npy_header(f: Any) -> tuple[tuple[int, ...], np.dtype]:
+    version = np.lib.format.read_magic(f)
+    read = {
+        (1, 0): np.lib.format.read_array_header_1_0,
+        (2, 0): np.lib.format.read_array_header_2_0,
+    }
+    if version not in read:
+        raise ValueError(f"npy format {version}")
+    shape, _, dtype = read[version](f)
+    return shape, dtype
+
+
+def _npz_problem(path: Path, job: Job, start: int, n: int) -> str | None:
+    """Why an npz shard does not hold the arrays of indices [start, start + n) of `job`, or
+    None. `images` only by its header; the others once they are seen to fit in the file (a
+    manifest may claim any span)."""
+    name = path.name
+    keys = ["images", "indices", *(["labels"] if job.conditional else [])]
+    try:
+        size = path.stat().st_size
+        with zipfile.ZipFile(path) as archive:
+            members = {m.filename: m for m in archive.infolist()}
+            if sorted(members) != sorted(f"{k}.npy" for k in keys):
+                return f"{name}: holds {sorted(members)}; a shard holds {keys}"
+            for key in keys:
+                member = members[f"{key}.npy"]
+                if member.compress_type != zipfile.ZIP_STORED:
+                    return f"{name}: {key} is compressed; a shard's arrays are stored"
+                with archive.open(member) as f:
+                    shape, dtype = _npy_header(f)
+                    if key == "images":
+                        if len(shape) != 4 or shape[0] != n or dtype != np.uint8:
+                            return f"{name}: images: {dtype} {shape}; the shard has {n} uint8"
+                        continue
+                    if shape != (n,) or dtype != np.int64 or 8 * n > size:
+                        return f"{name}: {key}: {dtype} {shape}; the shard has {n} int64"
+                    want = np.arange(start, start + n) if key == "indices" else job.labels(start, n)
+                    if not np.array_equal(np.frombuffer(f.read(8 * n), np.int64), want):
+                        return (
+                            f"{name}: {key}: not the job's for indices {start} to {start + n - 1}"
+                        )
+    except (zipfile.BadZipFile, ValueError, EOFError, OSError) as exc:
+        return f"{name}: not a readable npz archive ({exc})"
     return None
 
 
@@ -225,9 +330,9 @@ class Manifest:
         self.out, self.header = out, header
         self.path = out / name
 
-    def resume(self, files_of: Callable[[int, dict], Sequence[Path]]) -> dict[int, dict]:
+    def resume(self, problem: Callable[[int, dict], str | None]) -> dict[int, dict]:
         """Check that the folder holds this job (or nothing) and return the shards already
-        finished whose files still match their checksums."""
+        finished that `problem` finds nothing wrong with."""
         header, shards = read_manifest(self.path)
         if header is not None and header != self.header:
             diff = {k: (header.get(k), v) for k, v in self.header.items() if header.get(k) != v}
@@ -237,7 +342,7 @@ class Manifest:
         self.out.mkdir(parents=True, exist_ok=True)
         if header is None:
             _write_atomic(self.path, (json.dumps({"job": self.header}) + "\n").encode())
-        return {k: r for k, r in shards.items() if _problem(k, files_of(k, r), r["sha256"]) is None}
+        return {k: r for k, r in shards.items() if problem(k, r) is None}
 
     def append(self, record: dict) -> None:
         with self.path.open("a") as f:
@@ -278,32 +383,57 @@ async def _run_shards(
 
 
 class Dataset:
-    """The output folder: shard files plus the manifest."""
+    """The output folder of a generation job: shard files plus the manifest."""
 
     def __init__(self, out: Path, job: Job, manifest: str = MANIFEST) -> None:
         self.out, self.job = Path(out), job
         self.manifest = Manifest(self.out, job.header(), manifest)
 
+    @property
+    def shards(self) -> int:
+        """How many shards the job has."""
+        return self.job.shards
+
     def folder(self, label: int | None) -> Path:
+        """Where the png format puts the images of a class (None: an unconditional model's)."""
         if label is None:
             return self.out / "images"
         return self.out / self.job.class_names[label]
 
-    def files(self, shard: int) -> list[Path]:
+    def files(self, shard: int) -> Iterator[Path]:
+        """The files of one shard, in order (made as they are asked for: a png shard may be
+        long)."""
         start, n = self.job.span(shard)
         if self.job.format == "npz":
-            return [self.out / f"shard-{shard:05d}.npz"]
-        labels = self.job.labels(start, n)
-        return [
-            self.folder(None if labels is None else int(labels[k])) / f"{start + k:08d}.png"
-            for k in range(n)
-        ]
+            yield self.out / f"shard-{shard:05d}.npz"
+            return
+        for i in range(start, start + n):
+            label = i % self.job.num_classes if self.job.conditional else None
+            yield self.folder(label) / f"{i:08d}.png"
+
+    def expected(self, shard: int) -> dict[str, Any]:
+        """The manifest record of one shard, but for its checksum: the job's layout alone."""
+        start, n = self.job.span(shard)
+        if self.job.format == "npz" or n == 1:
+            files: list[str] | str = [str(next(self.files(shard)).relative_to(self.out))]
+        else:
+            files = f"{n} png files"
+        return {
+            "shard": shard,
+            "seed": self.job.seed,
+            "start_index": start,
+            "count": n,
+            "labels": self.job.per_class(start, n),
+            "model": self.job.model,
+            "version": self.job.version,
+            "files": files,
+        }
 
     def write(self, shard: int, pixels: np.ndarray) -> dict:
         """Write one shard atomically and return its manifest record."""
         start, n = self.job.span(shard)
         labels = self.job.labels(start, n)
-        files = self.files(shard)
+        files = list(self.files(shard))
         if self.job.format == "npz":
             arrays = {"images": pixels, "indices": np.arange(start, start + n, dtype=np.int64)}
             if labels is not None:
@@ -314,20 +444,48 @@ class Dataset:
             for path, image in zip(files, pixels, strict=True):
                 path.parent.mkdir(parents=True, exist_ok=True)
                 digests.append(_write_atomic(path, encode_png(image), sync=False))
-        per_class = None if labels is None else np.bincount(labels, minlength=self.job.num_classes)
-        return {
-            "shard": shard,
-            "seed": self.job.seed,
-            "start_index": start,
-            "count": n,
-            "labels": None if per_class is None else per_class.tolist(),
-            "model": self.job.model,
-            "version": self.job.version,
-            "files": [str(p.relative_to(self.out)) for p in files]
-            if len(files) == 1
-            else f"{len(files)} png files",
-            "sha256": _combined(digests),
-        }
+        return {**self.expected(shard), "sha256": _combined(digests)}
+
+    def problem(self, shard: int, record: dict[str, Any]) -> str | None:
+        """Why a (well-formed) record of this job cannot be trusted, or None: it must say what
+        the job's layout gives, and its files must match it (see the module docstring)."""
+        if shard >= self.job.shards:
+            return f"shard {shard}: beyond the job's {self.job.shards} shards"
+        problem = _claims(record, self.expected(shard)) or _files_problem(
+            self.out, self.files(shard), record["sha256"]
+        )
+        if problem is None and self.job.format == "npz":
+            problem = _npz_problem(next(self.files(shard)), self.job, *self.job.span(shard))
+        return None if problem is None else f"shard {shard}: {problem}"
+
+
+class Translated:
+    """The output folder of a translation job: the files each record lists, plus the manifest."""
+
+    def __init__(self, out: Path, header: dict[str, Any]) -> None:
+        self.out, self.header = Path(out), header
+        self.manifest = Manifest(self.out, header)
+        self.shards = -(-header["count"] // header["shard_size"])
+
+    def problem(self, shard: int, record: dict[str, Any]) -> str | None:
+        """Why a (well-formed) record of this job cannot be trusted, or None."""
+        if shard >= self.shards:
+            return f"shard {shard}: beyond the job's {self.shards} shards"
+        size = self.header["shard_size"]
+        n = min(size, self.header["count"] - shard * size)
+        expected = {"count": n, "model": self.header["model"], "version": self.header["version"]}
+        problem = _claims(record, expected)
+        if problem is None and len(record["files"]) != n:
+            problem = f"files: {len(record['files'])} listed for a count of {n}"
+        if problem is None:
+            files = (self.out / name for name in record["files"])
+            problem = _files_problem(self.out, files, record["sha256"])
+        return None if problem is None else f"shard {shard}: {problem}"
+
+
+def _dataset(out: Path, header: dict[str, Any]) -> Dataset | Translated:
+    """The dataset a manifest's (checked) header describes."""
+    return Translated(out, header) if "sources" in header else Dataset(out, Job.from_header(header))
 
 
 class Progress:
@@ -428,7 +586,7 @@ async def run_job(
             info.class_names if conditional else (),
         )
         dataset = Dataset(Path(out), job, manifest)
-        records = dataset.manifest.resume(lambda k, _: dataset.files(k))
+        records = dataset.manifest.resume(dataset.problem)
         mine = [k for k in range(job.shards) if k % workers == worker_index]
         progress = Progress(
             sum(job.span(k)[1] for k in mine),
@@ -471,7 +629,8 @@ def merge(out: str | Path) -> dict[str, Any]:
     """Assemble the manifests of a distributed job's workers into `manifest.jsonl`, once every
     worker has finished: the folder then equals a one-worker run's, byte for byte (the worker
     manifests are removed). ManifestError when a worker manifest cannot be read;
-    InvalidArgument when a worker is missing, unfinished or made another job."""
+    InvalidArgument when a worker is missing, unfinished or made another job, or a shard is
+    not what its record says."""
     out = Path(out)
     with _Exclusive(out):  # no worker still writing
         return _merge(out)
@@ -500,17 +659,15 @@ def _merge(out: Path) -> dict[str, Any]:
         header = h
         records.update(shards)
     assert header is not None
-    if "sources" in header:
-        raise InvalidArgument(f"{found[0].name}: a translation job's, which has no workers")
-    dataset = Dataset(out, Job.from_header(header))
-    unfinished, how_many = _missing(dataset.job.shards, records)
+    dataset = _dataset(out, header)
+    unfinished, how_many = _missing(dataset.shards, records)
     if unfinished:
         raise InvalidArgument(
             f"shards {unfinished} are not done yet ({how_many} in all): run their "
             "workers again (they resume)"
         )
     for k, record in sorted(records.items()):
-        problem = _problem(k, dataset.files(k), record["sha256"])
+        problem = dataset.problem(k, record)
         if problem:
             raise InvalidArgument(f"{problem}; run that shard's worker again")
     dataset.manifest.finish(records)
@@ -522,31 +679,20 @@ def _merge(out: Path) -> dict[str, Any]:
 
 
 def verify(out: str | Path) -> list[str]:
-    """Problems found in a dataset folder (empty when every shard matches its manifest).
-    ManifestError when the manifest cannot be read or breaks its schema."""
+    """Problems found in a dataset folder: empty when its manifest records every shard of its
+    job, each as the job's layout gives it and matching its files. ManifestError when the
+    manifest cannot be read or breaks its schema."""
     out = Path(out)
     header, records = read_manifest(out / MANIFEST)
     if header is None:
         return [f"{out / MANIFEST}: missing"]
-    if "sources" in header:  # a translation job: each record lists its output files
-        shards = -(-header["count"] // header["shard_size"])
-
-        def files_of(_: int, record: dict) -> Sequence[Path]:
-            return _listed_files(out, record)
-
-    else:
-        dataset = Dataset(out, Job.from_header(header))
-        shards = dataset.job.shards
-
-        def files_of(shard: int, _: dict) -> Sequence[Path]:
-            return dataset.files(shard)
-
-    missing, how_many = _missing(shards, records)
+    dataset = _dataset(out, header)
+    missing, how_many = _missing(dataset.shards, records)
     problems = [f"shard {k}: missing from the manifest" for k in missing]
     if how_many > len(missing):
         problems.append(f"shards: {how_many - len(missing)} more missing from the manifest")
     for k, record in sorted(records.items()):
-        problem = _problem(k, files_of(k, record), record["sha256"])
+        problem = dataset.problem(k, record)
         if problem:
             problems.append(problem)
     return problems
@@ -692,11 +838,6 @@ def main_verify(argv: Sequence[str]) -> int:
 # -- bulk translation: a folder of source images → a folder of translated images -------------
 
 
-def _listed_files(out: Path, record: dict) -> list[Path]:
-    """The output files a translation shard's record lists."""
-    return [out / name for name in record["files"]]
-
-
 def _png_size(data: bytes) -> bytes:
     return data[16:24]  # width and height from the IHDR chunk
 
@@ -743,9 +884,9 @@ async def run_translate_job(
             "sources": _sha256(files),
             "count": len(files),
         }
-        manifest = Manifest(out, header)
-        done = manifest.resume(lambda _, record: _listed_files(out, record))
-        shards = -(-len(files) // shard_size)
+        dataset = Translated(out, header)
+        done = dataset.manifest.resume(dataset.problem)
+        shards = dataset.shards
         progress = Progress(len(files), sum(r["count"] for r in done.values()), quiet)
 
         async def make(k: int) -> None:
@@ -774,12 +915,12 @@ async def run_translate_job(
                 "files": [str(p.relative_to(out)) for p in targets],
                 "sha256": _combined(digests),
             }
-            manifest.append(record)
+            dataset.manifest.append(record)
             done[k] = record
             progress.add(len(chunk))
 
         await _run_shards([k for k in range(shards) if k not in done], streams, make)
-        manifest.finish(done)
+        dataset.manifest.finish(done)
         return {
             "out": str(out),
             "images": len(files),
