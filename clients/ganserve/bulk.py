@@ -12,7 +12,12 @@ identical too.
 Formats: `npz` (one `shard-NNNNN.npz` per shard: `images` uint8 [n, H, W, C], `indices`,
 and `labels` for conditional models; written with fixed zip timestamps so the bytes repeat)
 or `png` (one folder per class, `<class>/<index>.png`, the layout torchvision's ImageFolder
-reads; `images/` for unconditional models).
+reads; `images/` for unconditional models). A class's folder is its name, as the server's model
+card gives it, only when that is a plain folder name: 1 to 64 ASCII letters, digits, spaces,
+`_`, `+` or `-`, starting with a letter or digit and not ending in a space, no other class's
+name ignoring case, and no Windows device name (`NUL`, `COM1`, ...). Any other class, `..`,
+`a/b`, `/tmp/x`, an empty or a duplicate name, gets the folder `_<label>` (`_3`), which no
+plain name can be: nothing a server says becomes a path.
 
 `verify` (and `merge`, and a resume) checks each record against what the job's layout gives
 (shard, start index, count, labels per class, model, version, seed, files), then its files:
@@ -28,6 +33,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import stat
 import sys
 import time
@@ -66,6 +72,7 @@ __all__ = [
     "Job",
     "Manifest",
     "ManifestError",
+    "class_folders",
     "merge",
     "npz_bytes",
     "read_manifest",
@@ -76,6 +83,24 @@ __all__ = [
 ]
 
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9 _+-]{0,62}[A-Za-z0-9_+-])?")
+_DEVICE_NAMES = {"con", "prn", "aux", "nul"} | {
+    f"{p}{i}" for p in ("com", "lpt") for i in range(10)
+}
+
+
+def class_folders(class_names: Sequence[str]) -> tuple[str, ...]:
+    """The png format's folder of each class: its name when that is a plain folder name, else
+    `_<label>` (the rule is in the module docstring)."""
+    lowered = [name.lower() for name in class_names]
+    return tuple(
+        name
+        if _PLAIN_NAME.fullmatch(name)
+        and lowered.count(name.lower()) == 1
+        and name.lower() not in _DEVICE_NAMES
+        else f"_{label}"
+        for label, name in enumerate(class_names)
+    )
 
 
 @dataclass(frozen=True)
@@ -388,6 +413,7 @@ class Dataset:
     def __init__(self, out: Path, job: Job, manifest: str = MANIFEST) -> None:
         self.out, self.job = Path(out), job
         self.manifest = Manifest(self.out, job.header(), manifest)
+        self.folders = class_folders(job.class_names)
 
     @property
     def shards(self) -> int:
@@ -398,7 +424,7 @@ class Dataset:
         """Where the png format puts the images of a class (None: an unconditional model's)."""
         if label is None:
             return self.out / "images"
-        return self.out / self.job.class_names[label]
+        return self.out / self.folders[label]
 
     def files(self, shard: int) -> Iterator[Path]:
         """The files of one shard, in order (made as they are asked for: a png shard may be

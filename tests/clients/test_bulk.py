@@ -20,7 +20,7 @@ import pytest
 from ganserve.bulk import Manifest, _Exclusive, merge, run_job, verify, worker_manifest
 from ganserve.cli import main
 from ganserve.errors import InvalidArgument
-from tests.servers import CGAN, DCGAN, RunningServer
+from tests.servers import CGAN, DCGAN, MODELS, RunningServer
 
 
 def checksums(folder: Path) -> dict[str, str]:
@@ -311,3 +311,37 @@ def test_two_processes_of_one_worker_one_is_refused(
         first.send_signal(signal.SIGCONT)
     assert first.wait(300) == 0, first.stderr.read() if first.stderr else ""
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no lock file left
+
+
+def _hostile_repository(root: Path, class_names: list[str]) -> Path:
+    """A repository serving the shipped cgan as `evil`, its card naming `class_names`."""
+    import onnx
+
+    model = onnx.load(MODELS / CGAN / "1" / "model.onnx")
+    for prop in model.metadata_props:
+        if prop.key == "ganserve.class_names":
+            prop.value = json.dumps(class_names)
+    (root / "evil" / "1").mkdir(parents=True)
+    onnx.save(model, root / "evil" / "1" / "model.onnx")
+    return root
+
+
+def test_class_names_from_the_server_never_become_paths(
+    make_server: Callable, tmp_path: Path
+) -> None:
+    escaped = tmp_path / "escaped-absolute"
+    names = ["../../escaped-relative", str(escaped), "..", ".", "", "a/b", "Seven", "seven"]
+    names += ["NUL", "nine 9"]  # a Windows device name, and a safe name
+    server = make_server(model_repository=_hostile_repository(tmp_path / "repo", names))
+    out = tmp_path / "work" / "deep" / "out"
+    before = set(tmp_path.rglob("*"))
+    argv = ["generate", "--server", server.address, "--model", "evil", "--per-class", "2"]
+    assert main([*argv, "--format", "png", "--out", str(out), "--quiet"]) == 0
+    made = set(tmp_path.rglob("*")) - before
+    assert made and all(p in out.parents or p == out or out in p.parents for p in made), sorted(
+        str(p) for p in made if out not in p.parents
+    )
+    folders = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert folders == [f"_{label}" for label in range(9)] + ["nine 9"]
+    assert sorted(p.name for p in (out / "_0").iterdir()) == ["00000000.png", "00000010.png"]
+    assert verify(out) == []
