@@ -9,6 +9,11 @@ is a function of (model version, seed, index, label), the finished dataset is by
 to an uninterrupted run. At the end the manifest is rewritten in shard order, so it is
 identical too.
 
+A job starts only in an empty folder (or a new one) or in a folder holding a manifest of the
+same job, to resume it; a worker of a distributed job (`--workers N`) also in one holding the
+other workers' manifests of the job. Any other folder is refused before anything in it is
+touched: the job would write over files named as its own are.
+
 Formats: `npz` (one `shard-NNNNN.npz` per shard: `images` uint8 [n, H, W, C], `indices`,
 and `labels` for conditional models; written with fixed zip timestamps so the bytes repeat)
 or `png` (one folder per class, `<class>/<index>.png`, the layout torchvision's ImageFolder
@@ -53,15 +58,18 @@ except ImportError:  # not on POSIX: jobs into one folder are not guarded agains
 from ganserve.client import AsyncClient, RetryPolicy
 from ganserve.errors import GanserveError, InvalidArgument
 from ganserve.manifest import (
+    BOOKKEEPING,
     FORMATS,
     MANIFEST,
     WORKER_GLOB,
+    Manifest,
     ManifestError,
     read_manifest,
     short,
     worker_manifest,
     worker_of,
 )
+from ganserve.manifest import write_atomic as _write_atomic
 from ganserve.png import encode_png
 from ganserve.types import ModelInfo
 
@@ -166,31 +174,29 @@ def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     return buffer.getvalue()
 
 
-def _write_atomic(path: Path, data: bytes, sync: bool = True) -> bytes:
-    """Write to a temporary name, then rename: a reader never sees half a file. Returns the
-    data's sha256 digest. `sync=False` skips fsync (PNG files: a shard's checksum is checked
-    again on resume, so a file lost to a power cut is redone rather than trusted)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as f:
-        f.write(data)
-        if sync:
-            f.flush()
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return hashlib.sha256(data).digest()
-
-
 class _Exclusive:
     """Hold `out` for one job at a time: an advisory lock on the folder itself (no lock file
     is left in the dataset), released when the job ends, fails or its process dies. The
     workers of a distributed job share the folder (a shared lock on it) and each holds a lock
     file of its own, `.<its manifest>.lock`, removed when it ends. Usable with `with` (merge)
-    and `async with` (the jobs)."""
+    and `async with` (the jobs). `create=False`: a missing folder is an error."""
 
-    def __init__(self, out: Path, worker: str | None = None) -> None:
-        self.out, self.worker = out, worker
+    def __init__(self, out: Path, worker: str | None = None, create: bool = True) -> None:
+        self.out, self.worker, self.create = out, worker, create
         self.fds: list[int] = []
         self.lock_file = None if worker is None else out / f".{worker}.lock"
+
+    def _folder(self) -> None:
+        if self.out.exists() and not self.out.is_dir():
+            raise InvalidArgument(f"out: {self.out} is a file, not a folder")
+        if not self.create and not self.out.is_dir():
+            raise InvalidArgument(f"out: {self.out}: no such folder")
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InvalidArgument(
+                f"out: cannot make the folder {self.out} ({exc.strerror})"
+            ) from None
 
     def _refuse(self, mine: str = "") -> InvalidArgument:
         self.__exit__()
@@ -200,7 +206,7 @@ class _Exclusive:
         )
 
     def __enter__(self) -> None:
-        self.out.mkdir(parents=True, exist_ok=True)
+        self._folder()
         if fcntl is None:
             return
         self.fds.append(os.open(self.out, os.O_RDONLY))
@@ -346,40 +352,6 @@ def _npz_problem(path: Path, job: Job, start: int, n: int) -> str | None:
     except (zipfile.BadZipFile, ValueError, EOFError, OSError) as exc:
         return f"{name}: not a readable npz archive ({exc})"
     return None
-
-
-class Manifest:
-    """`manifest.jsonl`: the job's header line, then one line per finished shard."""
-
-    def __init__(self, out: Path, header: dict[str, Any], name: str = MANIFEST) -> None:
-        self.out, self.header = out, header
-        self.path = out / name
-
-    def resume(self, problem: Callable[[int, dict], str | None]) -> dict[int, dict]:
-        """Check that the folder holds this job (or nothing) and return the shards already
-        finished that `problem` finds nothing wrong with."""
-        header, shards = read_manifest(self.path)
-        if header is not None and header != self.header:
-            diff = {k: (header.get(k), v) for k, v in self.header.items() if header.get(k) != v}
-            raise InvalidArgument(
-                f"out: {self.out} holds a different job (was, now: {diff}); use another folder"
-            )
-        self.out.mkdir(parents=True, exist_ok=True)
-        if header is None:
-            _write_atomic(self.path, (json.dumps({"job": self.header}) + "\n").encode())
-        return {k: r for k, r in shards.items() if problem(k, r) is None}
-
-    def append(self, record: dict) -> None:
-        with self.path.open("a") as f:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-
-    def finish(self, records: dict[int, dict]) -> None:
-        """Rewrite in shard order: identical whatever order the shards finished in."""
-        lines = [json.dumps({"job": self.header})]
-        lines += [json.dumps(records[k], sort_keys=True) for k in sorted(records)]
-        _write_atomic(self.path, ("\n".join(lines) + "\n").encode())
 
 
 def _missing(shards: int, done: Iterable[int], limit: int = 10) -> tuple[list[int], int]:
@@ -551,6 +523,32 @@ async def _describe(client: AsyncClient, model: str, version: int) -> ModelInfo:
     return info
 
 
+def _check_job(
+    count: int | None,
+    per_class: int | None,
+    seed: int,
+    fmt: str,
+    shard_size: int,
+    streams: int,
+    worker_index: int,
+    workers: int,
+) -> None:
+    """run_job's arguments that need no server, checked before anything is touched."""
+    if not 0 <= worker_index < workers:
+        raise InvalidArgument(f"worker_index: {worker_index}; 0 to workers - 1 ({workers})")
+    if fmt not in FORMATS:
+        raise InvalidArgument(f"format: {fmt!r}; one of {', '.join(FORMATS)}")
+    if shard_size < 1 or streams < 1:
+        raise InvalidArgument("shard_size, streams: must be at least 1")
+    if (count is None) == (per_class is None):
+        raise InvalidArgument("count, per_class: give exactly one")
+    if not 0 <= seed < 2**64:  # the latent contract's unsigned 64 bits
+        raise InvalidArgument(f"seed: {seed}; must be an integer from 0 to 2^64 - 1")
+    for name, n in (("count", count), ("per_class", per_class)):
+        if n is not None and not 1 <= n <= 2**64:
+            raise InvalidArgument(f"{name}: {n}; must be an integer from 1 to 2^64")
+
+
 async def run_job(
     servers: Sequence[str],
     model: str,
@@ -575,20 +573,12 @@ async def run_job(
     makes only the shards k with k % workers == worker_index, into the same folder as the
     other workers, each with a manifest of its own; `merge` assembles `manifest.jsonl` once
     all have finished (shards are deterministic, so the workers need no coordination)."""
-    if not 0 <= worker_index < workers:
-        raise InvalidArgument(f"worker_index: {worker_index}; 0 to workers - 1 ({workers})")
-    if fmt not in FORMATS:
-        raise InvalidArgument(f"format: {fmt!r}; one of {', '.join(FORMATS)}")
-    if shard_size < 1 or streams < 1:
-        raise InvalidArgument("shard_size, streams: must be at least 1")
-    if (count is None) == (per_class is None):
-        raise InvalidArgument("count, per_class: give exactly one")
+    _check_job(count, per_class, seed, fmt, shard_size, streams, worker_index, workers)
     retry = RetryPolicy(max_attempts=30, max_backoff=5.0)
     manifest = MANIFEST if workers == 1 else worker_manifest(worker_index, workers)
-    async with (
-        _Exclusive(Path(out), None if workers == 1 else manifest),
-        AsyncClient(list(servers), timeout=timeout, retry=retry, tls=tls, token=token) as client,
-    ):
+    async with AsyncClient(
+        list(servers), timeout=timeout, retry=retry, tls=tls, token=token
+    ) as client:
         info = await _describe(client, model, version)
         conditional = info.kind == "conditional"
         if per_class is not None:
@@ -598,8 +588,10 @@ async def run_job(
                 )
             count = per_class * info.num_classes
         assert count is not None
-        if count < 1:
-            raise InvalidArgument(f"count: {count}; must be at least 1")
+        if count > 2**64:
+            raise InvalidArgument(
+                f"per_class: {per_class} images of {info.num_classes} classes; more than 2^64"
+            )
         job = Job(
             model,
             info.version,
@@ -612,53 +604,55 @@ async def run_job(
             info.class_names if conditional else (),
         )
         dataset = Dataset(Path(out), job, manifest)
-        records = dataset.manifest.resume(dataset.problem)
-        mine = [k for k in range(job.shards) if k % workers == worker_index]
-        progress = Progress(
-            sum(job.span(k)[1] for k in mine),
-            sum(r["count"] for r in records.values()),
-            quiet,
-            f"worker {worker_index + 1}/{workers}" if workers > 1 else "",
-        )
-
-        async def make(shard: int) -> None:
-            start, n = job.span(shard)
-            kwargs = dict(seed=seed, start_index=start, version=job.version, chunk_size=256)
-            stream = (
-                client.generate_stream(model, n, balanced=True, **kwargs)
-                if conditional
-                else client.sample_stream(model, n, **kwargs)
+        # The folder is taken only now that the job is known: a bad model leaves nothing.
+        async with _Exclusive(Path(out), None if workers == 1 else manifest):
+            records = dataset.manifest.resume(dataset.problem)
+            mine = [k for k in range(job.shards) if k % workers == worker_index]
+            progress = Progress(
+                sum(job.span(k)[1] for k in mine),
+                sum(r["count"] for r in records.values()),
+                quiet,
+                f"worker {worker_index + 1}/{workers}" if workers > 1 else "",
             )
-            chunks = []
-            async for batch in stream:
-                chunks.append(batch.pixels)
-                progress.add(len(batch))
-            record = await asyncio.to_thread(dataset.write, shard, np.concatenate(chunks))
-            dataset.manifest.append(record)
-            records[shard] = record
 
-        await _run_shards([k for k in mine if k not in records], streams, make)
-        dataset.manifest.finish(records)
-        summary = {
-            "out": str(out),
-            "images": count,
-            "shards": job.shards,
-            "model": model,
-            "version": job.version,
-        }
-        if workers > 1:
-            summary.update(worker_index=worker_index, workers=workers, made_shards=len(mine))
-        return summary
+            async def make(shard: int) -> None:
+                start, n = job.span(shard)
+                kwargs = dict(seed=seed, start_index=start, version=job.version, chunk_size=256)
+                stream = (
+                    client.generate_stream(model, n, balanced=True, **kwargs)
+                    if conditional
+                    else client.sample_stream(model, n, **kwargs)
+                )
+                chunks = []
+                async for batch in stream:
+                    chunks.append(batch.pixels)
+                    progress.add(len(batch))
+                record = await asyncio.to_thread(dataset.write, shard, np.concatenate(chunks))
+                dataset.manifest.append(record)
+                records[shard] = record
+
+            await _run_shards([k for k in mine if k not in records], streams, make)
+            dataset.manifest.finish(records)
+    summary = {
+        "out": str(out),
+        "images": count,
+        "shards": job.shards,
+        "model": model,
+        "version": job.version,
+    }
+    if workers > 1:
+        summary.update(worker_index=worker_index, workers=workers, made_shards=len(mine))
+    return summary
 
 
 def merge(out: str | Path) -> dict[str, Any]:
     """Assemble the manifests of a distributed job's workers into `manifest.jsonl`, once every
     worker has finished: the folder then equals a one-worker run's, byte for byte (the worker
-    manifests are removed). ManifestError when a worker manifest cannot be read;
-    InvalidArgument when a worker is missing, unfinished or made another job, or a shard is
-    not what its record says."""
+    manifests, and what killed workers left beside them, are removed). ManifestError when a
+    worker manifest cannot be read; InvalidArgument when a worker is missing, unfinished or
+    made another job, or a shard is not what its record says."""
     out = Path(out)
-    with _Exclusive(out):  # no worker still writing
+    with _Exclusive(out, create=False):  # no worker still writing
         return _merge(out)
 
 
@@ -699,8 +693,9 @@ def _merge(out: Path) -> dict[str, Any]:
     dataset.manifest.finish(records)
     for path in found:
         path.unlink()
-    for path in out.glob(".manifest.worker-*-of-*.jsonl.lock"):  # left by killed workers
-        path.unlink(missing_ok=True)
+    for path in out.iterdir():  # what killed workers left: their lock files, temporaries
+        if BOOKKEEPING.fullmatch(path.name):
+            path.unlink(missing_ok=True)
     return {"out": str(out), "workers": n, "shards": len(records), "images": header["count"]}
 
 
@@ -895,10 +890,9 @@ async def run_translate_job(
     if shard_size < 1 or streams < 1:
         raise InvalidArgument("shard_size, streams: must be at least 1")
     retry = RetryPolicy(max_attempts=30, max_backoff=5.0)
-    async with (
-        _Exclusive(out),
-        AsyncClient(list(servers), timeout=timeout, retry=retry, tls=tls, token=token) as client,
-    ):
+    async with AsyncClient(
+        list(servers), timeout=timeout, retry=retry, tls=tls, token=token
+    ) as client:
         info = await client.describe_model(model, version=version)
         if info.kind != "translation":
             raise InvalidArgument(f"model: {model!r} is {info.kind}; use `ganserve generate`")
@@ -911,49 +905,50 @@ async def run_translate_job(
             "count": len(files),
         }
         dataset = Translated(out, header)
-        done = dataset.manifest.resume(dataset.problem)
-        shards = dataset.shards
-        progress = Progress(len(files), sum(r["count"] for r in done.values()), quiet)
+        async with _Exclusive(out):
+            done = dataset.manifest.resume(dataset.problem)
+            progress = Progress(len(files), sum(r["count"] for r in done.values()), quiet)
 
-        async def make(k: int) -> None:
-            chunk = list(range(k * shard_size, min((k + 1) * shard_size, len(files))))
-            blobs = [files[i].read_bytes() for i in chunk]
-            groups: dict[bytes, list[int]] = {}
-            for j, blob in enumerate(blobs):  # one call per image size
-                groups.setdefault(_png_size(blob), []).append(j)
-            results: dict[int, np.ndarray] = {}
-            for members in groups.values():
-                reply = await client.translate_png(
-                    model, [blobs[j] for j in members], version=info.version
-                )
-                results.update(zip(members, reply.pixels, strict=True))
-            targets = [out / Path(names[i]).with_suffix(".png") for i in chunk]
-            digests = []
-            for j, target in enumerate(targets):
-                target.parent.mkdir(parents=True, exist_ok=True)
-                data = encode_png(results[j])
-                digests.append(await asyncio.to_thread(_write_atomic, target, data, False))
-            record = {
-                "shard": k,
-                "count": len(chunk),
-                "model": model,
-                "version": info.version,
-                "files": [str(p.relative_to(out)) for p in targets],
-                "sha256": _combined(digests),
-            }
-            dataset.manifest.append(record)
-            done[k] = record
-            progress.add(len(chunk))
+            async def make(k: int) -> None:
+                chunk = list(range(k * shard_size, min((k + 1) * shard_size, len(files))))
+                blobs = [files[i].read_bytes() for i in chunk]
+                groups: dict[bytes, list[int]] = {}
+                for j, blob in enumerate(blobs):  # one call per image size
+                    groups.setdefault(_png_size(blob), []).append(j)
+                results: dict[int, np.ndarray] = {}
+                for members in groups.values():
+                    reply = await client.translate_png(
+                        model, [blobs[j] for j in members], version=info.version
+                    )
+                    results.update(zip(members, reply.pixels, strict=True))
+                targets = [out / Path(names[i]).with_suffix(".png") for i in chunk]
+                digests = []
+                for j, target in enumerate(targets):
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    data = encode_png(results[j])
+                    digests.append(await asyncio.to_thread(_write_atomic, target, data, False))
+                record = {
+                    "shard": k,
+                    "count": len(chunk),
+                    "model": model,
+                    "version": info.version,
+                    "files": [str(p.relative_to(out)) for p in targets],
+                    "sha256": _combined(digests),
+                }
+                dataset.manifest.append(record)
+                done[k] = record
+                progress.add(len(chunk))
 
-        await _run_shards([k for k in range(shards) if k not in done], streams, make)
-        dataset.manifest.finish(done)
-        return {
-            "out": str(out),
-            "images": len(files),
-            "shards": shards,
-            "model": model,
-            "version": info.version,
-        }
+            todo = [k for k in range(dataset.shards) if k not in done]
+            await _run_shards(todo, streams, make)
+            dataset.manifest.finish(done)
+    return {
+        "out": str(out),
+        "images": len(files),
+        "shards": dataset.shards,
+        "model": model,
+        "version": info.version,
+    }
 
 
 def main_translate(argv: Sequence[str]) -> int:

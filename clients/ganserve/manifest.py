@@ -1,4 +1,4 @@
-"""A bulk job's manifest: what its lines hold, and the one reader that checks them.
+"""A bulk job's manifest: what its lines hold, the one reader that checks them, and the writer.
 
 `manifest.jsonl` (a worker's: `manifest.worker-IIII-of-NNNN.jsonl`) is UTF-8 JSON lines. Line 1
 is the job, `{"job": {...}}`, always written whole (to a temporary name, then renamed); each
@@ -15,7 +15,9 @@ dataset's to check (`ganserve.bulk`), against the header and the files.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 import reprlib
 from collections.abc import Callable
@@ -29,6 +31,11 @@ MANIFEST = "manifest.jsonl"
 WORKER_GLOB = "manifest.worker-*-of-*.jsonl"
 FORMATS = ("npz", "png")
 _WORKER_NAME = re.compile(r"manifest\.worker-([0-9]{4,})-of-([0-9]{4,})\.jsonl")
+# What a job leaves beside its manifest while it writes it, or when killed doing so: the
+# temporary of a manifest, and a worker's lock file. They do not make a folder anyone's.
+BOOKKEEPING = re.compile(
+    r"\.(manifest\.jsonl|manifest\.worker-[0-9]+-of-[0-9]+\.jsonl)\.(tmp|lock)"
+)
 _SHORT = reprlib.Repr()
 _SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlong = 2, 40, 40, 40
 
@@ -234,3 +241,98 @@ def read_manifest(path: Path) -> tuple[dict[str, Any] | None, dict[int, dict[str
     except OSError as exc:
         raise ManifestError(f"{path.name}: cannot read it ({exc.strerror})") from None
     return parse_manifest(data, path.name)
+
+
+def write_atomic(path: Path, data: bytes, sync: bool = True) -> bytes:
+    """Write to a temporary name, then rename: a reader never sees half a file. Returns the
+    data's sha256 digest. `sync=False` skips fsync (PNG files: a shard's checksum is checked
+    again on resume, so a file lost to a power cut is redone rather than trusted)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("wb") as f:
+        f.write(data)
+        if sync:
+            f.flush()
+            os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return hashlib.sha256(data).digest()
+
+
+class Manifest:
+    """`manifest.jsonl` (or a worker's): the job's header line, then one line per finished
+    shard."""
+
+    def __init__(self, out: Path, header: dict[str, Any], name: str = MANIFEST) -> None:
+        self.out, self.header = out, header
+        self.path = out / name
+
+    def resume(self, problem: Callable[[int, dict], str | None]) -> dict[int, dict]:
+        """Check that `out` is this job's to write (nothing is touched otherwise), write the
+        header when the manifest is new, and return the shards already finished that `problem`
+        finds nothing wrong with."""
+        records = self._claim()
+        if records is None:
+            write_atomic(self.path, (json.dumps({"job": self.header}) + "\n").encode())
+            return {}
+        return {k: r for k, r in records.items() if problem(k, r) is None}
+
+    def _claim(self) -> dict[int, dict] | None:
+        """The records of this job's manifest (None: it has none yet), once the folder is seen
+        to be this job's: empty but for bookkeeping, or holding a manifest of this job (for a
+        worker, another worker's will do) and none of another. InvalidArgument otherwise."""
+        # Listed before the manifests are read: a worker writes its manifest before any file
+        # of its own, so if a file of another worker is seen here, its manifest is found below.
+        found = sorted(n for n in os.listdir(self.out) if not BOOKKEEPING.fullmatch(n))
+        names = [MANIFEST]
+        if self.path.name != MANIFEST:  # a worker: the others' manifests are its job's too
+            workers = worker_of(self.path.name)[1]
+            for path in sorted(self.out.glob(WORKER_GLOB)):
+                try:
+                    theirs = worker_of(path.name)[1]
+                except ManifestError as exc:
+                    raise InvalidArgument(
+                        f"out: {self.out} holds {exc}; use another folder"
+                    ) from None
+                if theirs != workers:
+                    raise InvalidArgument(
+                        f"out: {path} is of a {theirs}-worker run of a job; give --workers "
+                        f"{theirs} to finish it, or use another folder"
+                    )
+                names.append(path.name)
+        ours, mine = False, None
+        for name in names:
+            path = self.out / name
+            try:
+                header, records = read_manifest(path)
+            except ManifestError as exc:
+                raise InvalidArgument(
+                    f"out: {path} is not a manifest of a ganserve job ({exc}); use another folder"
+                ) from None
+            if header is None:
+                continue
+            if header != self.header:
+                diff = {k: (header.get(k), v) for k, v in self.header.items() if header.get(k) != v}
+                raise InvalidArgument(
+                    f"out: {path} holds a different job (was, now: {diff}); use another folder"
+                )
+            ours = True
+            if path == self.path:
+                mine = records
+        if not ours and found:
+            raise InvalidArgument(
+                f"out: {self.out} is not empty and holds no manifest of this job (it holds "
+                f"{found[0]!r}); use an empty folder, or this job's own folder to resume it"
+            )
+        return mine
+
+    def append(self, record: dict) -> None:
+        """Record one finished shard (durably: the shard is trusted from now on)."""
+        with self.path.open("a") as f:
+            f.write(json.dumps(record, sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def finish(self, records: dict[int, dict]) -> None:
+        """Rewrite in shard order: identical whatever order the shards finished in."""
+        lines = [json.dumps({"job": self.header})]
+        lines += [json.dumps(records[k], sort_keys=True) for k in sorted(records)]
+        write_atomic(self.path, ("\n".join(lines) + "\n").encode())
