@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ganserve.bulk import _Exclusive, merge, run_job, verify, worker_manifest
+from ganserve.bulk import MANIFEST, Manifest, _Exclusive, merge, run_job, verify, worker_manifest
 from ganserve.cli import main
 from ganserve.errors import InvalidArgument
-from tests.servers import CGAN, DCGAN, RunningServer
+from ganserve.png import encode_png
+from tests.servers import CGAN, DCGAN, MODELS, PIX2PIX, RunningServer
 
 
 def checksums(folder: Path) -> dict[str, str]:
@@ -29,6 +30,21 @@ def checksums(folder: Path) -> dict[str, str]:
         for p in sorted(folder.rglob("*"))
         if p.is_file()
     }
+
+
+def tree(folder: Path) -> dict[str, str]:
+    """Every entry under `folder`, hidden ones and empty folders too: path -> sha256 or "dir"."""
+
+    def entry(p: Path) -> str:
+        return "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+
+    return {str(p.relative_to(folder)): entry(p) for p in sorted(folder.rglob("*"))}
+
+
+def one_line(err: str, prog: str, *needles: str) -> None:
+    """`err` is one line from `prog` naming the problem, not a traceback."""
+    assert err.count("\n") == 1 and err.startswith(f"{prog}: "), err
+    assert all(needle in err for needle in needles), err
 
 
 def job(server: RunningServer, out: Path, model: str = CGAN, **kwargs: object) -> dict:
@@ -78,9 +94,10 @@ def test_two_jobs_into_one_folder_one_is_refused_the_other_finishes(
             return_exceptions=True,
         )
 
-    first, second = asyncio.run(both())
-    assert isinstance(first, dict) and first["images"] == 300
-    assert isinstance(second, InvalidArgument) and "another job is writing" in str(second)
+    # Either may take the folder first: each describes the model before it takes it.
+    done, refused = sorted(asyncio.run(both()), key=lambda r: not isinstance(r, dict))
+    assert isinstance(done, dict) and done["images"] == 300
+    assert isinstance(refused, InvalidArgument) and "another job is writing" in str(refused)
     assert verify(out) == []
     assert job(server, out, count=300, shard_size=50)["images"] == 300  # the folder is free again
 
@@ -263,3 +280,179 @@ def test_merge_refuses_a_job_whose_workers_have_not_all_finished(
     with _Exclusive(out, worker_manifest(1, 2)), pytest.raises(InvalidArgument, match="writing"):
         merge(out)  # a worker still holds the folder
     assert merge(out)["shards"] == 6 and verify(out) == []
+
+
+def _users_folder(out: Path) -> None:
+    """A folder of the user's files, named as a job names its own."""
+    (out / "images").mkdir(parents=True)
+    (out / MANIFEST).write_text('{"file": "cat.png", "label": "cat"}\n')  # another tool's
+    (out / "images" / "00000000.png").write_bytes(b"the user's picture")
+    (out / "shard-00000.npz").write_bytes(b"the user's arrays")
+    (out / "notes.txt").write_text("the user's notes\n")
+
+
+def test_a_job_refuses_a_folder_it_did_not_make_and_touches_nothing(
+    server: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "users"
+    _users_folder(out)
+    before = tree(out)
+    generate = ["generate", "--server", server.address, "--count", "5", "--quiet"]
+    for flags in (
+        ["--model", DCGAN, "--format", "png"],
+        ["--model", CGAN, "--format", "npz"],
+        ["--model", CGAN, "--workers", "2", "--worker-index", "1"],
+    ):
+        assert main([*generate, *flags, "--out", str(out)]) == 2
+        one_line(capsys.readouterr().err, "ganserve generate", str(out / MANIFEST))
+        assert tree(out) == before
+    source = tmp_path / "edges"
+    source.mkdir()
+    (source / "0.png").write_bytes(encode_png(np.zeros((32, 32, 1), np.uint8)))
+    translate = ["translate", "--server", server.address, "--model", PIX2PIX, "--quiet"]
+    assert main([*translate, "--input", str(source), "--out", str(out)]) == 2
+    one_line(capsys.readouterr().err, "ganserve translate", str(out / MANIFEST))
+    (out / MANIFEST).unlink()  # no manifest at all: still the user's folder
+    before = tree(out)
+    assert main([*generate, "--model", DCGAN, "--format", "png", "--out", str(out)]) == 2
+    one_line(capsys.readouterr().err, "ganserve generate", "not empty", "no manifest")
+    assert main([*translate, "--input", str(source), "--out", str(out)]) == 2
+    one_line(capsys.readouterr().err, "ganserve translate", "not empty", "no manifest")
+    assert tree(out) == before
+
+
+def test_a_job_resumes_in_its_own_folder_with_what_a_kill_leaves(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    straight, out = tmp_path / "straight", tmp_path / "killed"
+    options = {"count": 300, "fmt": "png", "per_class": None}
+    job(server, straight, **options)
+    job(server, out, **options)
+    # As a kill leaves it: the header, one record, a torn one; temporaries of unfinished shards
+    manifest = (out / MANIFEST).read_text().splitlines(keepends=True)
+    (out / MANIFEST).write_text("".join(manifest[:2]) + manifest[2][:40])
+    (out / ".manifest.jsonl.tmp").write_text("half a manifest")
+    for name in ("3/00000123.png", "5/00000205.png"):
+        (out / name).unlink()
+        (out / name).with_name(f".{Path(name).name}.tmp").write_bytes(b"half a png")
+    (out / "notes.txt").write_text("the user's notes on the dataset\n")  # beside a manifest
+    job(server, out, **options)
+    (out / "notes.txt").unlink()
+    assert tree(out) == tree(straight) and verify(out) == []
+
+
+def _hostile_repository(root: Path, class_names: list[str]) -> Path:
+    """A repository serving the shipped cgan as `evil`, its card naming `class_names`."""
+    import onnx
+
+    model = onnx.load(MODELS / CGAN / "1" / "model.onnx")
+    for prop in model.metadata_props:
+        if prop.key == "ganserve.class_names":
+            prop.value = json.dumps(class_names)
+    (root / "evil" / "1").mkdir(parents=True)
+    onnx.save(model, root / "evil" / "1" / "model.onnx")
+    return root
+
+
+def test_class_names_from_the_server_never_become_paths(
+    make_server: Callable, tmp_path: Path
+) -> None:
+    escaped = tmp_path / "escaped-absolute"
+    names = ["../../escaped-relative", str(escaped), "..", ".", "", "a/b", "Seven", "seven"]
+    names += ["NUL", "nine 9"]  # a Windows device name, and a safe name
+    server = make_server(model_repository=_hostile_repository(tmp_path / "repo", names))
+    out = tmp_path / "work" / "deep" / "out"
+    before = set(tmp_path.rglob("*"))
+    argv = ["generate", "--server", server.address, "--model", "evil", "--per-class", "2"]
+    assert main([*argv, "--format", "png", "--out", str(out), "--quiet"]) == 0
+    made = set(tmp_path.rglob("*")) - before
+    assert made and all(p in out.parents or p == out or out in p.parents for p in made), sorted(
+        str(p) for p in made if out not in p.parents
+    )
+    folders = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert folders == [f"_{label}" for label in range(9)] + ["nine 9"]
+    assert sorted(p.name for p in (out / "_0").iterdir()) == ["00000000.png", "00000010.png"]
+    assert verify(out) == []
+
+
+GENERATE = ["generate", "--model", CGAN, "--count", "5", "--quiet"]
+
+
+@pytest.mark.parametrize(
+    "flags, needle",
+    [
+        (["--seed", "-1"], "seed: -1"),
+        (["--seed", str(2**64)], f"seed: {2**64}"),
+        (["--shard-size", "0"], "shard_size"),
+        (["--workers", "2", "--worker-index", "2"], "worker_index"),
+    ],
+)
+def test_bad_job_flags_are_one_line_and_leave_no_folder(
+    server: RunningServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    flags: list[str],
+    needle: str,
+) -> None:
+    out = tmp_path / "ds"
+    assert main([*GENERATE, "--server", server.address, *flags, "--out", str(out)]) == 2
+    one_line(capsys.readouterr().err, "ganserve generate", needle)
+    assert not out.exists()
+
+
+def test_an_out_that_is_a_file_or_cannot_be_made_is_one_line(
+    server: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    file = tmp_path / "file"
+    file.write_text("the user's\n")
+    source = tmp_path / "edges"
+    source.mkdir()
+    (source / "0.png").write_bytes(encode_png(np.zeros((32, 32, 1), np.uint8)))
+    translate = ["translate", "--model", PIX2PIX, "--input", str(source), "--quiet"]
+    for out in (file, file / "ds"):
+        for argv, prog in ((GENERATE, "ganserve generate"), (translate, "ganserve translate")):
+            assert main([*argv, "--server", server.address, "--out", str(out)]) == 2
+            one_line(capsys.readouterr().err, prog, "out: ", str(out))
+    assert file.read_text() == "the user's\n"
+
+
+def test_a_worker_holds_its_lock_while_its_manifest_is_replaced(tmp_path: Path) -> None:
+    out, mine = tmp_path / "ds", worker_manifest(0, 2)
+    with _Exclusive(out, mine):
+        Manifest(out, {"model": "m"}, mine).finish({})  # a new file (inode) under the name
+        with pytest.raises(InvalidArgument, match="as this worker"), _Exclusive(out, mine):
+            pass
+        with _Exclusive(out, worker_manifest(1, 2)):  # the other worker shares the folder
+            pass
+    with _Exclusive(out, mine):  # free again
+        pass
+
+
+def test_two_processes_of_one_worker_one_is_refused(
+    server: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "ds"
+    argv = [
+        *("generate", "--server", server.address, "--model", CGAN, "--count", "20000"),
+        *("--shard-size", "100", "--streams", "1", "--quiet", "--out", str(out)),
+        *("--workers", "2", "--worker-index", "0"),
+    ]
+    first = subprocess.Popen(
+        [sys.executable, "-m", "ganserve.cli", *argv],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    manifest = out / worker_manifest(0, 2)
+    deadline = time.monotonic() + 120
+    while not (manifest.exists() and manifest.read_text().count("\n") >= 2):
+        assert time.monotonic() < deadline and first.poll() is None, "the worker never got going"
+        time.sleep(0.01)
+    first.send_signal(signal.SIGSTOP)  # it holds its locks, whatever the machine's speed
+    try:
+        assert main(argv) == 2
+        one_line(capsys.readouterr().err, "ganserve generate", "another job", "as this worker")
+    finally:
+        first.send_signal(signal.SIGCONT)
+    assert first.wait(300) == 0, first.stderr.read() if first.stderr else ""
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no lock file left
