@@ -70,7 +70,7 @@ from ganserve.manifest import (
     worker_of,
 )
 from ganserve.manifest import write_atomic as _write_atomic
-from ganserve.png import encode_png
+from ganserve.png import PngError, encode_png, png_header
 from ganserve.types import ModelInfo
 
 __all__ = [
@@ -796,10 +796,15 @@ def main_generate(argv: Sequence[str]) -> int:
     p.add_argument(
         "--worker-index",
         type=int,
-        default=int(os.environ.get("JOB_COMPLETION_INDEX", "0")),
-        help="this process's shards: k %% workers == index (default $JOB_COMPLETION_INDEX)",
+        help="this process's shards: k %% workers == index (default $JOB_COMPLETION_INDEX, "
+        "which a Kubernetes Indexed Job sets, else 0)",
     )
     args = p.parse_args(argv)
+    if args.worker_index is None:
+        index = os.environ.get("JOB_COMPLETION_INDEX", "0")
+        if not (index.isascii() and index.isdigit() and len(index) <= 18):
+            p.error(f"JOB_COMPLETION_INDEX: {index[:40]!r}; a worker index 0, 1, ...")
+        args.worker_index = int(index)
     try:
         security = _security(args)
     except GanserveError as exc:
@@ -859,8 +864,14 @@ def main_verify(argv: Sequence[str]) -> int:
 # -- bulk translation: a folder of source images → a folder of translated images -------------
 
 
-def _png_size(data: bytes) -> bytes:
-    return data[16:24]  # width and height from the IHDR chunk
+def _png_size(data: bytes, path: Path) -> tuple[int, int]:
+    """(width, height) of a source PNG, by the rule the server sizes it with (one home:
+    `ganserve.png.png_header`); a file that is not a well-formed PNG is named."""
+    try:
+        header = png_header(data)
+    except PngError as exc:
+        raise InvalidArgument(f"input: {path}: {exc}") from None
+    return header.width, header.height
 
 
 async def run_translate_job(
@@ -912,9 +923,9 @@ async def run_translate_job(
             async def make(k: int) -> None:
                 chunk = list(range(k * shard_size, min((k + 1) * shard_size, len(files))))
                 blobs = [files[i].read_bytes() for i in chunk]
-                groups: dict[bytes, list[int]] = {}
+                groups: dict[tuple[int, int], list[int]] = {}
                 for j, blob in enumerate(blobs):  # one call per image size
-                    groups.setdefault(_png_size(blob), []).append(j)
+                    groups.setdefault(_png_size(blob, files[chunk[j]]), []).append(j)
                 results: dict[int, np.ndarray] = {}
                 for members in groups.values():
                     reply = await client.translate_png(

@@ -456,3 +456,30 @@ def test_two_processes_of_one_worker_one_is_refused(
         first.send_signal(signal.SIGCONT)
     assert first.wait(300) == 0, first.stderr.read() if first.stderr else ""
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no lock file left
+
+
+def test_a_source_that_is_not_a_png_is_named_and_nothing_is_written(
+    server: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source, out = tmp_path / "edges", tmp_path / "digits"
+    source.mkdir()
+    good = encode_png(np.zeros((32, 32, 1), np.uint8))
+    (source / "0.png").write_bytes(good)
+    (source / "1.png").write_bytes(good[:8] + good[33:])  # no IHDR: once sized from bytes 16-24
+    argv = ["translate", "--server", server.address, "--model", PIX2PIX, "--quiet"]
+    assert main([*argv, "--input", str(source), "--out", str(out)]) == 2
+    one_line(capsys.readouterr().err, "ganserve translate", str(source / "1.png"), "not IHDR")
+    assert not any(p.suffix == ".png" for p in out.rglob("*"))
+
+
+def test_a_job_completion_index_that_is_not_a_number_is_one_line(
+    server: RunningServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", "abc")  # once a traceback building the parser
+    with pytest.raises(SystemExit) as info:
+        main([*GENERATE, "--server", server.address, "--out", str(tmp_path / "ds")])
+    assert info.value.code == 2 and "JOB_COMPLETION_INDEX: 'abc'" in capsys.readouterr().err
+    assert not (tmp_path / "ds").exists()
