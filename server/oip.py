@@ -49,15 +49,10 @@ def _version(text: str, field: str) -> int:
     version = parse_version(text)
     if version is None:
         raise invalid(
-            f"{field}: {_shown(text)}; a version number 1 to 2^63 - 1 in ASCII digits, "
+            f"{field}: {shown(text)}; a version number 1 to 2^63 - 1 in ASCII digits, "
             "or empty for the latest"
         )
     return version
-
-
-def _shown(text: str, limit: int = 32) -> str:
-    """A caller's string as a message quotes it: bounded."""
-    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
 
 
 _DIGITS = re.compile(r"[0-9]{1,20}")  # ASCII: int() and str.isdigit() also take '²' and '٣'
@@ -74,9 +69,9 @@ def _parameter(request: oip.ModelInferRequest, name: str) -> int | None:
         return int(getattr(value, which))
     if which == "string_param" and _DIGITS.fullmatch(value.string_param):
         return int(value.string_param)
-    shown = _shown(value.string_param) if which == "string_param" else which or "empty"
+    given = shown(value.string_param) if which == "string_param" else which or "empty"
     raise invalid(
-        f"parameters[{name!r}]: {shown}; an integer (int64_param, uint64_param, "
+        f"parameters[{name!r}]: {given}; an integer (int64_param, uint64_param, "
         "or a string of up to 20 ASCII digits)"
     )
 
