@@ -1,10 +1,10 @@
 """The model repository: `<root>/<name>/<version>/model.onnx`, versions are positive integers.
 
 A version is written in plain ASCII decimal with no sign, no leading zero and no spaces, 1 to
-2^63 - 1 (the wire's int64): `parse_version` is that rule, for folder names and for the Open
-Inference Protocol's version strings alike. Any other folder in a model's folder (`²`, `01`,
-`v2`, `backup`) is not a version: it is skipped, and the server warns once. Hidden folders
-(`.name`) are skipped silently.
+2^63 - 1 (the wire's int64): `ganserve.contract.parse_version` is that rule, for folder names
+and for the Open Inference Protocol's version strings alike. Any other folder in a model's
+folder (`²`, `01`, `v2`, `backup`) is not a version: it is skipped, and the server warns once.
+Hidden folders (`.name`) are skipped silently.
 
 Beside the versions, an optional `<root>/<name>/config.json` holds serving knobs for that model
 (every key optional; unknown keys are an error, so a typo never goes unnoticed):
@@ -33,12 +33,12 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from ganserve.contract import parse_version
+
 MODEL_FILE = "model.onnx"
 FP16_MODEL_FILE = "model.fp16.onnx"
 CONFIG_FILE = "config.json"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-_VERSION = re.compile(r"[1-9][0-9]{0,18}")  # ASCII only: str.isdigit() also takes '²'
-MAX_VERSION = 2**63 - 1
 
 
 class RepositoryError(ValueError):
@@ -53,14 +53,6 @@ def check_name(name: str) -> str:
             "(at most 64, starting with a letter or digit)"
         )
     return name
-
-
-def parse_version(text: str) -> int | None:
-    """The version `text` names (see the module docstring), or None if it names none."""
-    if not _VERSION.fullmatch(text):
-        return None
-    version = int(text)
-    return version if version <= MAX_VERSION else None
 
 
 def version_folders(model_dir: Path) -> tuple[list[int], list[str]]:

@@ -11,7 +11,7 @@ same GeneratorService path: the same validation, limits, batcher, determinism an
 - request parameters `seed`, `start_index`, `count` (int64_param, uint64_param, or a string of
   ASCII digits): a generator asked without `z` makes image i of seed s from the same latent as
   ganserve.v1 does, so the bytes agree across protocols;
-- versions: "" (the latest) or ASCII digits, 1 to 2^63 - 1 (`export.repository.parse_version`);
+- versions: "" (the latest) or ASCII digits, 1 to 2^63 - 1 (`ganserve.contract.parse_version`);
 - the one output, `image_out` UINT8 [N, H, W, C], as `raw_output_contents`.
 """
 
@@ -23,8 +23,9 @@ from typing import Any
 import grpc
 import numpy as np
 
+from ganserve.contract import parse_version
 from ganserve.export.metadata import ModelCard, TensorSpec
-from ganserve.export.repository import RepositoryError, parse_version
+from ganserve.export.repository import RepositoryError
 from ganserve.oip import grpc_service_pb2 as oip
 from ganserve.server.models import ModelNotFound, ModelUnavailable, ModelVersion, shown
 from ganserve.server.service import Abort, GeneratorService, invalid
@@ -43,7 +44,7 @@ STATE = {"ready": "READY", "loading": "LOADING", "failed": "UNAVAILABLE", "unloa
 
 def _version(text: str, field: str) -> int:
     """OIP versions are strings: "" for the latest, else a version number (one rule:
-    `export.repository.parse_version`)."""
+    `ganserve.contract.parse_version`)."""
     if not text:
         return 0
     version = parse_version(text)

@@ -18,6 +18,7 @@ import numpy as np
 from google.protobuf.descriptor import FileDescriptor, ServiceDescriptor
 from google.protobuf.message import DecodeError
 
+from ganserve.contract import MAX_CHUNK_SIZE, balanced_labels, image_count
 from ganserve.export.metadata import ModelCard
 from ganserve.latent import MIN_TRUNCATION, latents
 from ganserve.png import PngError, encode_png, png_header
@@ -36,7 +37,6 @@ from ganserve.tensor import from_tensor, to_tensor, to_uint8, to_unit
 from ganserve.v1 import ganserve_pb2 as pb
 from ganserve.v1 import ganserve_pb2_grpc as pb_grpc
 
-MAX_CHUNK_SIZE = 4096
 OFF_LOOP_LABELS = 1 << 16  # longer label lists are converted on the worker pool
 STREAM_PREFETCH = 2  # chunks of a stream in flight at once: the next computes while one is sent
 _RPC_OF_KIND = {"unconditional": "Sample", "conditional": "Generate", "translation": "Translate"}
@@ -144,12 +144,7 @@ class GeneratorService(pb_grpc.GeneratorServicer):
 
     def _count(self, request: Any, stream: bool) -> int:
         """Images asked for: rows of `latents`, else `count`, else one per listed label."""
-        if request.HasField("latents"):
-            count, field = (request.latents.shape or [0])[0], "latents"
-        elif not request.count and _condition(request) == "labels":
-            count, field = len(request.labels.values), "labels"
-        else:
-            count, field = request.count, "count"
+        count, field = image_count(request)
         self._check_count(count, stream, field)
         if request.start_index + count > 2**64:
             raise invalid(f"start_index: {request.start_index} + {count} images passes 2^64")
@@ -185,8 +180,8 @@ class GeneratorService(pb_grpc.GeneratorServicer):
         if which == "balanced" and not request.balanced:
             raise invalid("balanced: false; set it true, or give labels or label instead")
         if which == "balanced":  # image index i shows class i mod c
-            offset = request.start_index % c
-            return lambda lo, n: (np.arange(lo, lo + n, dtype=np.int64) + offset) % c
+            start = request.start_index
+            return lambda lo, n: balanced_labels(start + lo, n, c)
         if which == "labels":
             values = request.labels.values
             if len(values) > OFF_LOOP_LABELS:  # millions of labels take seconds to convert

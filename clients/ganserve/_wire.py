@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ganserve.contract import image_count
 from ganserve.errors import InvalidArgument
 from ganserve.tensor import from_tensor, to_tensor
 from ganserve.types import Images, ModelInfo, VersionState
@@ -132,11 +133,7 @@ def model_info(info: pb.ModelInfo) -> ModelInfo:
 
 def total(request: Any) -> int:
     """How many images a stream request asks for."""
-    if request.HasField("latents"):
-        return request.latents.shape[0]
-    if isinstance(request, pb.GenerateRequest) and request.WhichOneof("condition") == "labels":
-        return len(request.labels.values)
-    return request.count
+    return image_count(request)[0]
 
 
 def resume(request: Any, received: int) -> Any:

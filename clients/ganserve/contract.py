@@ -1,0 +1,55 @@
+"""The rules the server, the SDK and bulk jobs share, each stated once.
+
+The server (`ganserve.server`), the SDK (`ganserve.client`) and bulk jobs (`ganserve.bulk`)
+import these instead of restating them, so a caller and the server can never disagree:
+
+- `parse_version`: how a model version is written (folder names, OIP version strings);
+- `image_count`: how many images a Sample/Generate request asks for, and which field says so;
+- `balanced_labels`: the labels of a balanced request (image index i shows class i mod C);
+- `MAX_CHUNK_SIZE`: the most images one streamed message may hold.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+
+MAX_VERSION = 2**63 - 1  # the wire's int64
+MAX_CHUNK_SIZE = 4096  # images per streamed message (a request's chunk_size, or the default)
+INDEX_SPACE = 2**64  # image indices (start_index + i) are uint64: start + count <= 2^64
+_VERSION = re.compile(r"[1-9][0-9]{0,18}")  # ASCII only: str.isdigit() also takes '²'
+
+
+def parse_version(text: str) -> int | None:
+    """The version `text` names, or None if it names none: plain ASCII decimal, no sign, no
+    leading zero, no spaces, 1 to 2^63 - 1."""
+    if not _VERSION.fullmatch(text):
+        return None
+    version = int(text)
+    return version if version <= MAX_VERSION else None
+
+
+def image_count(request: Any) -> tuple[int, str]:
+    """(images asked for, the field that says so) of a SampleRequest or GenerateRequest: the
+    rows of `latents`, else `count`, else one per listed label."""
+    if request.HasField("latents"):
+        return (list(request.latents.shape) or [0])[0], "latents"
+    if not request.count and _condition(request) == "labels":
+        return len(request.labels.values), "labels"
+    return request.count, "count"
+
+
+def _condition(request: Any) -> str | None:
+    descriptor = request.DESCRIPTOR
+    if "condition" not in descriptor.oneofs_by_name:
+        return None
+    return request.WhichOneof("condition")
+
+
+def balanced_labels(first: int, n: int, num_classes: int) -> np.ndarray:
+    """The classes of images `first` .. `first + n - 1` of a balanced request: index i shows
+    class i mod `num_classes` (computed without int64 overflow anywhere in the index space)."""
+    offset = first % num_classes
+    return (np.arange(n, dtype=np.int64) + offset) % num_classes
