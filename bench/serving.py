@@ -17,9 +17,13 @@ For each model (the shipped 32x32 `mnist-dcgan`, and the standard DCGAN 64x64x3 
    (`bench.echo_server`) for the single-image cells.
 3. Closed-loop load, interleaved (every server in turn at one cell before the next cell, and
    the whole matrix `--rounds` times; the median round of each cell is reported): 1 and
-   64 clients x 1 image, 8 clients x 16 and x 256 images, and one client reading 4,096-image
-   streams in chunks of 256. Each client has its own connection (so `--workers` sees them
-   spread). Cells give images/s and the median call time.
+   64 clients x 1 image, 8 clients x 16 and x 256 images, each in two shapes: every client
+   on one shared grpc.aio channel (what a client service does, as gRPC advises) and every
+   client on a connection of its own (so `--workers` sees them spread); and one client
+   reading 4,096-image streams in chunks of 256. Cells give images/s and the median call time.
+4. Server CPU per call: the CPU time the server's processes used over a cell (user + system,
+   from /proc, its worker processes included), over the calls it answered; the echo server's
+   is gRPC's own cost for a call.
 
 The load generator is this process, on the same cores as the servers: every server pays for
 it alike. Figures move between runs on a shared machine; compare within one run.
@@ -52,14 +56,17 @@ from tests.servers import stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_MODELS = ROOT / "runs" / "bench-models"
-# (name, clients, images per call); count 0 marks the streaming cell
+SHARED, OWN = "shared channel", "own connections"
+# (name, clients, images per call, load shape); count 0 marks the streaming cell
 CELLS = (
-    ("1 client x 1", 1, 1),
-    ("64 clients x 1", 64, 1),
-    ("8 clients x 16", 8, 16),
-    ("8 clients x 256", 8, 256),
-    ("stream, chunks of 256", 1, 0),
+    *(
+        (f"{clients} x {count}, {shape}", clients, count, shape)
+        for clients, count in ((1, 1), (64, 1), (8, 16), (8, 256))
+        for shape in (SHARED, OWN)
+    ),
+    ("stream, chunks of 256", 1, 0, OWN),
 )
+CPU_CELLS = (f"64 x 1, {SHARED}", f"64 x 1, {OWN}")  # where per-call server CPU is reported
 STREAM_COUNT, STREAM_CHUNK = 4096, 256
 
 
@@ -146,8 +153,34 @@ class Server:
                 raise RuntimeError(f"{name}: did not start ({' '.join(cmd)})")
         self.address = "127.0.0.1:" + re.search(r":(\d+),", line).group(1)  # type: ignore[union-attr]
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) of the server and every process under it so far."""
+        return _tree_cpu(self.process.pid)
+
     def close(self) -> None:
         stop_process(self.process, 60)
+
+
+def _tree_cpu(root: int) -> float:
+    """CPU seconds of process `root` and its descendants (Linux /proc)."""
+    parents: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+        parents[int(entry.name)] = int(fields[1])
+        ticks[int(entry.name)] = int(fields[11]) + int(fields[12])  # utime + stime
+    tree, changed = {root}, True
+    while changed:
+        more = {pid for pid, parent in parents.items() if parent in tree} - tree
+        tree |= more
+        changed = bool(more)
+    return sum(ticks.get(pid, 0) for pid in tree) / os.sysconf("SC_CLK_TCK")
 
 
 def ganserve(repository: Path, device: str, extra: list[str]) -> list[str]:
@@ -163,17 +196,26 @@ def ganserve(repository: Path, device: str, extra: list[str]) -> list[str]:
 class Cell:
     images_per_second: float
     p50_ms: float
+    calls: int = 0
+    cpu_us_per_call: float = 0.0  # the server's CPU time over the cell, per call
 
     def __str__(self) -> str:
         p50 = f"{self.p50_ms:.2f}" if self.p50_ms < 10 else f"{self.p50_ms:.0f}"
         return f"{self.images_per_second:,.0f} ({p50})"
 
 
-async def load(address: str, model: str, clients: int, count: int, seconds: float) -> Cell:
-    """Closed loop: `clients` callers, each on its own connection, for `seconds`."""
+async def load(
+    server: Server, model: str, clients: int, count: int, seconds: float, shape: str = OWN
+) -> Cell:
+    """Closed loop: `clients` callers for `seconds`, on one shared channel or each on its
+    own connection (`shape`)."""
     options = [("grpc.use_local_subchannel_pool", 1), ("grpc.max_receive_message_length", -1)]
-    channels = [grpc.aio.insecure_channel(address, options=options) for _ in range(clients)]
-    stubs = [pb_grpc.GeneratorStub(c) for c in channels]
+    address = server.address
+    channels = [
+        grpc.aio.insecure_channel(address, options=options)
+        for _ in range(1 if shape == SHARED else clients)
+    ]
+    stubs = [pb_grpc.GeneratorStub(channels[i % len(channels)]) for i in range(clients)]
 
     def caller(stub: pb_grpc.GeneratorStub) -> Callable[[], Awaitable[int]]:
         async def unary() -> int:
@@ -204,13 +246,15 @@ async def load(address: str, model: str, clients: int, count: int, seconds: floa
                 times.append(time.perf_counter() - started)
                 done += n
 
+        cpu = server.cpu_seconds()
         started = time.perf_counter()
         await asyncio.gather(*(client(call) for call in calls))
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, server.cpu_seconds() - cpu
     finally:
         for c in channels:
             await c.close()
-    return Cell(done / elapsed, 1000 * statistics.median(times))
+    calls_made = len(times)
+    return Cell(done / elapsed, 1000 * statistics.median(times), calls_made, 1e6 * cpu / calls_made)
 
 
 # -- the run --------------------------------------------------------------------------------
@@ -245,12 +289,12 @@ def bench_model(model: str, args: argparse.Namespace) -> None:
         ],
     }
     servers = {name: Server(name, cmd) for name, cmd in commands.items()}
-    runs: dict[str, dict[str, list[Cell]]] = {cell: {} for cell, _, _ in CELLS}
+    runs: dict[str, dict[str, list[Cell]]] = {cell: {} for cell, *_ in CELLS}
     try:
         for round_ in range(args.rounds):
-            for cell, clients, count in CELLS:
+            for cell, clients, count, shape in CELLS:
                 for name, server in servers.items():
-                    got = asyncio.run(load(server.address, model, clients, count, args.seconds))
+                    got = asyncio.run(load(server, model, clients, count, args.seconds, shape))
                     runs[cell].setdefault(name, []).append(got)
                     print(f"  {round_} {model} {cell} {name}: {got}", file=sys.stderr)
     finally:
@@ -275,7 +319,7 @@ def bench_model(model: str, args: argparse.Namespace) -> None:
     print(f"\nimages/s (median call ms); ratio = over plain; raw best {raw_best:,.0f} images/s\n")
     print(f"| load | plain | {head} | echo (no model) | best / raw best |")
     print("|---|---:|" + "---:|---:|" * len(names) + "---:|---:|")
-    for cell, _, _ in CELLS:
+    for cell, *_ in CELLS:
         row, plain = table[cell], table[cell]["plain"]
         cols = " | ".join(
             f"{row[n]} | {row[n].images_per_second / plain.images_per_second:.2f}x" for n in names
@@ -283,6 +327,14 @@ def bench_model(model: str, args: argparse.Namespace) -> None:
         echo = str(row["echo"]) if "echo" in row else ""
         best = max(row[n].images_per_second for n in names) / raw_best
         print(f"| {cell} | {plain} | {cols} | {echo} | {best:.2f}x |")
+    print("\nserver CPU per call, µs (user + system, worker processes included)\n")
+    print("| load | " + " | ".join(servers) + " | ganserve / echo |")
+    print("|---|" + "---:|" * (len(servers) + 1))
+    for cell in CPU_CELLS:
+        row = table[cell]
+        cols = " | ".join(f"{row[n].cpu_us_per_call:,.0f}" for n in servers)
+        ratio = row["ganserve"].cpu_us_per_call / row["echo"].cpu_us_per_call
+        print(f"| {cell} | {cols} | {ratio:.2f}x |")
 
 
 def main() -> int:

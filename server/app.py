@@ -22,18 +22,24 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from ganserve.export.repository import RepositoryError
+from ganserve.oip import grpc_service_pb2, grpc_service_pb2_grpc
 from ganserve.server.config import ServerConfig, parse
+from ganserve.server.core import Core
 from ganserve.server.metrics import Metrics
 from ganserve.server.models import ModelRepository
+from ganserve.server.oip import InferenceService
+from ganserve.server.rpc import register
 from ganserve.server.runner import fix_mmap_threshold, trim_heap
 from ganserve.server.security import TokenAuth, server_credentials
-from ganserve.server.service import GeneratorService, add_to_server
+from ganserve.server.v1 import GeneratorService
 from ganserve.server.workers import supervise
-from ganserve.v1 import ganserve_pb2
+from ganserve.v1 import ganserve_pb2, ganserve_pb2_grpc
 
 log = logging.getLogger("ganserve.server")
-SERVICE_NAME = ganserve_pb2.DESCRIPTOR.services_by_name["Generator"].full_name
-OIP_SERVICE_NAME = "inference.GRPCInferenceService"  # the Open Inference Protocol (server.oip)
+V1 = ganserve_pb2.DESCRIPTOR.services_by_name["Generator"]
+OIP = grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]  # (server.oip)
+SERVICE_NAME = V1.full_name
+OIP_SERVICE_NAME = OIP.full_name
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 IDLE_TRIM_SECONDS = 1.0  # how often an idle server gives freed heap back
@@ -61,7 +67,7 @@ class GanServer:
         self.config = config
         self.metrics = Metrics()
         self.repo = ModelRepository(config, self.metrics)
-        self.service = GeneratorService(self.repo, config, self.metrics)
+        self.core = Core(self.repo, config, self.metrics)
         self.health = health.aio.HealthServicer()
         self.port = 0
         self.metrics_port = 0
@@ -93,7 +99,11 @@ class GanServer:
         """Bind, load every model, then report SERVING. Returns once ready to take calls."""
         if self.config.metrics_port >= 0:
             self.metrics_port = self.metrics.serve(self.config.host, self.config.metrics_port)
-        add_to_server(self.service, self._server)
+        known = self.repo.models.__contains__
+        add_v1 = ganserve_pb2_grpc.add_GeneratorServicer_to_server
+        register(self._server, GeneratorService(self.core), V1, add_v1, self.metrics, known)
+        add_oip = grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server
+        register(self._server, InferenceService(self.core), OIP, add_oip, self.metrics, known)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         names = (SERVICE_NAME, OIP_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, self._server)
@@ -124,10 +134,10 @@ class GanServer:
 
     async def _publish_health(self) -> None:
         """Health follows the repository: model/<name> SERVING while a version is ready."""
-        if self.service.draining:
+        if self.core.draining:
             return
-        for name, found in self.repo.models.items():
-            ready = any(mv.state == "ready" for mv in found.values())
+        for name in self.repo.models:
+            ready = bool(self.repo.ready_versions(name))
             await self.health.set(f"model/{name}", SERVING if ready else NOT_SERVING)
         status = SERVING if self.repo.any_ready else NOT_SERVING
         for name in ("", SERVICE_NAME):
@@ -155,7 +165,7 @@ class GanServer:
         """Drain: NOT_SERVING, refuse new calls, let in-flight ones finish within `grace`."""
         if self._stopped.is_set():
             return
-        self.service.draining = True
+        self.core.drain()
         await self.health.enter_graceful_shutdown()
         grace = self.config.grace_seconds if grace is None else grace
         log.info("draining: in-flight calls have %.1f s", grace)
@@ -164,7 +174,7 @@ class GanServer:
             if task is not None:
                 task.cancel()
         await self.repo.close()
-        self.service.close()
+        self.core.close()
         self.metrics.stop()
         self._stopped.set()
 

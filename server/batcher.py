@@ -33,13 +33,10 @@ from typing import Any, TypeAlias
 
 import numpy as np
 
+from ganserve.server.errors import QueueFull
 from ganserve.server.metrics import Metrics
 
 Run = Callable[[dict[str, np.ndarray]], np.ndarray]
-
-
-class QueueFull(Exception):
-    """The model's queue holds max_queue_size images already."""
 
 
 @dataclass

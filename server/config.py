@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
+
+from ganserve.contract import MAX_CHUNK_SIZE
 
 DEVICES = ("auto", "cpu", "cuda")
 MODEL_CONTROLS = ("none", "poll", "explicit")  # Triton's --model-control-mode
@@ -54,6 +56,9 @@ class ServerConfig:
         for name, least in _MINIMUM.items():
             if getattr(self, name) < least:
                 raise ServerConfigError(f"--{_flag(name)}: must be at least {least}")
+        for name, most in _MAXIMUM.items():
+            if getattr(self, name) > most:
+                raise ServerConfigError(f"--{_flag(name)}: {getattr(self, name)}; at most {most}")
         if self.model_control not in MODEL_CONTROLS:
             raise ServerConfigError(
                 f"--model-control: {self.model_control!r}; one of {', '.join(MODEL_CONTROLS)}"
@@ -91,6 +96,10 @@ _MINIMUM = {
     ),
     "poll_seconds": 0.1,
 }
+
+
+# the largest value of a setting, where the wire or a contract bounds it
+_MAXIMUM = {"stream_chunk_size": MAX_CHUNK_SIZE}  # a stream's message holds at most this many
 
 
 def _flag(name: str) -> str:
@@ -162,7 +171,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         )
 
 
-def resolve(args: argparse.Namespace, environ: dict[str, str] | None = None) -> ServerConfig:
+def resolve(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> ServerConfig:
     """Flags beat environment variables, which beat the defaults."""
     environ = dict(os.environ if environ is None else environ)
     values = {}
@@ -178,8 +187,17 @@ def resolve(args: argparse.Namespace, environ: dict[str, str] | None = None) -> 
     return ServerConfig(**values)
 
 
+def from_environment(environ: Mapping[str, str]) -> ServerConfig:
+    """The config the GANSERVE_* variables of `environ` give, with no flags (what the
+    container's healthcheck reads)."""
+    return resolve(argparse.Namespace(), dict(environ))
+
+
 def parse(argv: Sequence[str] | None = None) -> ServerConfig:
     """The config for `ganserve serve` from a command line and the environment."""
     parser = argparse.ArgumentParser(prog="ganserve serve")
     add_arguments(parser)
-    return resolve(parser.parse_args(argv))
+    try:
+        return resolve(parser.parse_args(argv))
+    except ServerConfigError as exc:  # one line naming the setting, exit status 2
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")

@@ -1,8 +1,10 @@
 """`python -m ganserve.server.healthcheck [ADDRESS]`: exit 0 when the server reports SERVING,
 else 1.
 
-For container health checks. ADDRESS defaults to 127.0.0.1:$GANSERVE_PORT (8500). It reads the
-server's own environment, so the image's HEALTHCHECK works however the server was set up:
+For container health checks. It resolves the server's own configuration from the environment
+(`server.config.resolve`, the GANSERVE_* variables `ganserve serve` reads), so the image's
+HEALTHCHECK works however the server was set up; ADDRESS defaults to 127.0.0.1 and the
+configured port (GANSERVE_PORT, default 8500):
 
 - with GANSERVE_TLS_CERT set it speaks TLS, trusting GANSERVE_HEALTHCHECK_CA (default: the
   server's certificate file itself, right for a self-signed one) and checking the name in
@@ -24,18 +26,21 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from ganserve.server.config import ServerConfig, ServerConfigError, from_environment
 
-def channel_for(address: str, environ: Mapping[str, str]) -> grpc.Channel:
+
+def channel_for(address: str, config: ServerConfig, environ: Mapping[str, str]) -> grpc.Channel:
     """A channel to `address`: plaintext, or TLS (and a client certificate) as the server's
-    environment says it serves."""
-    cert = environ.get("GANSERVE_TLS_CERT", "")
+    `config` says it serves; the GANSERVE_HEALTHCHECK_* variables of `environ` choose what
+    the check itself trusts and presents."""
+    cert = config.tls_cert
     if not cert:
         return grpc.insecure_channel(address)
     root = Path(environ.get("GANSERVE_HEALTHCHECK_CA") or cert).read_bytes()
     key_pair: tuple[bytes | None, bytes | None] = (None, None)
-    if environ.get("GANSERVE_TLS_CLIENT_CA"):
+    if config.tls_client_ca:
         own_cert = environ.get("GANSERVE_HEALTHCHECK_CERT") or cert
-        own_key = environ.get("GANSERVE_HEALTHCHECK_KEY") or environ.get("GANSERVE_TLS_KEY", "")
+        own_key = environ.get("GANSERVE_HEALTHCHECK_KEY") or config.tls_key
         key_pair = (Path(own_key).read_bytes(), Path(own_cert).read_bytes())
     credentials = grpc.ssl_channel_credentials(root, *key_pair)
     name = environ.get("GANSERVE_HEALTHCHECK_SERVER_NAME") or "localhost"
@@ -51,7 +56,10 @@ def check(
     """True when the health service at `address` says SERVING for `service`."""
     environ = os.environ if environ is None else environ
     try:
-        channel = channel_for(address, environ)
+        channel = channel_for(address, from_environment(environ), environ)
+    except ServerConfigError as exc:
+        print(f"unhealthy: the server's configuration is invalid: {exc}", file=sys.stderr)
+        return False
     except OSError as exc:
         print(f"unhealthy: cannot read a TLS file: {exc}", file=sys.stderr)
         return False
@@ -69,8 +77,14 @@ def check(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    address = args[0] if args else f"127.0.0.1:{os.environ.get('GANSERVE_PORT', '8500')}"
-    return 0 if check(address) else 1
+    if args:
+        return 0 if check(args[0]) else 1
+    try:
+        port = from_environment(os.environ).port
+    except ServerConfigError as exc:
+        print(f"unhealthy: the server's configuration is invalid: {exc}", file=sys.stderr)
+        return 1
+    return 0 if check(f"127.0.0.1:{port}") else 1
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from ganserve.export.metadata import ModelCard
@@ -24,6 +25,7 @@ from ganserve.export.repository import (
 )
 from ganserve.server.batcher import Batcher
 from ganserve.server.config import ServerConfig
+from ganserve.server.errors import ModelNotFound, ModelUnavailable
 from ganserve.server.metrics import Metrics
 from ganserve.server.runner import CUDA, Runner, choose_providers, cpu_cores, plan_instances
 
@@ -41,12 +43,14 @@ def shown(name: str) -> str:
     return f"{name[:MAX_SHOWN_NAME]!r}... ({len(name)} characters)"
 
 
-class ModelNotFound(LookupError):
-    """No such model or version in the repository."""
+class State(StrEnum):
+    """Where a version is: loading → ready | failed; ready → unloaded (removed or unloaded).
+    The values are the metrics' `state` labels and, upper-cased, the wire's VersionState."""
 
-
-class ModelUnavailable(RuntimeError):
-    """The version exists but is not ready (still loading, or it failed to load)."""
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+    UNLOADED = "unloaded"
 
 
 @dataclass
@@ -56,16 +60,47 @@ class ModelVersion:
     name: str
     version: int
     path: Path
-    state: str = "loading"  # loading → ready | failed; ready → unloaded (removed or unloaded)
+    state: State = State.LOADING
     error: str = ""
     card: ModelCard | None = None
     runners: tuple[Runner, ...] = ()
     solo: Runner | None = None  # every core's threads, for a batch that runs alone (CPU)
     batcher: Batcher | None = None
-    users: int = 0  # rpcs that resolved to this version and have not ended
+    users: int = 0  # leases held: calls that resolved to this version and have not ended
+    released: asyncio.Event | None = None  # set when the last lease ends (while retiring)
     # the model file's (mtime_ns, size) at the last attempt to load it: a load that failed
     # is tried again when the file or config.json changes (or on request), not every rescan
     tried: tuple[int, int] = (0, 0)
+
+    @property
+    def ready(self) -> bool:
+        return self.state is State.READY
+
+
+class Lease:
+    """`async with repo.lease(name, version) as mv`: the version a call resolved to, kept
+    loaded until the call ends (a version retired meanwhile unloads once its last lease is
+    returned). A class, not a generator: it is on every call's path."""
+
+    __slots__ = ("_mv", "_name", "_repo", "_version")
+
+    def __init__(self, repo: ModelRepository, name: str, version: int) -> None:
+        self._repo, self._name, self._version = repo, name, version
+        self._mv: ModelVersion | None = None
+
+    async def __aenter__(self) -> ModelVersion:
+        mv = self._mv = self._repo.get(self._name, self._version)
+        mv.users += 1
+        return mv
+
+    async def __aexit__(self, *exc: object) -> None:
+        mv = self._mv
+        if mv is None:
+            return
+        self._mv = None
+        mv.users -= 1
+        if not mv.users and mv.released is not None:
+            mv.released.set()
 
 
 def _stamp(path: Path) -> tuple[int, int]:
@@ -121,7 +156,7 @@ class ModelRepository:
             for version in self._versions(name):
                 path = root / name / str(version)  # the file is resolved below
                 self.models.setdefault(name, {})[version] = ModelVersion(name, version, path)
-                self.metrics.set_model_state(name, version, "loading")
+                self.metrics.set_model_state(name, version, State.LOADING)
         for name in names:
             await self.sync(name)
 
@@ -173,44 +208,44 @@ class ModelRepository:
         for version in wanted:
             old = found.get(version)
             path = root / name / str(version) / serving.model_file
-            fresh = old is None or old.state in ("loading", "failed", "unloaded")
+            fresh = old is None or old.state is not State.READY
             stamp = _stamp(path)
             if (
                 old is not None
-                and old.state in ("ready", "failed")
+                and old.state in (State.READY, State.FAILED)
                 and not changed
                 and old.tried == stamp
-                and not (retry and old.state == "failed")
+                and not (retry and old.state is State.FAILED)
             ):
                 continue  # nothing about it changed since it was loaded, or failed to
             mv = ModelVersion(name, version, path, tried=stamp)
             if fresh:
                 found[version] = mv  # nothing to keep serving meanwhile
-            self.metrics.set_model_state(name, version, "loading")
+            self.metrics.set_model_state(name, version, State.LOADING)
             if error:
                 self._fail(mv, error)
             else:
-                serving_now = [m for m in found.values() if m.state == "ready" and m is not mv]
+                serving_now = [m for m in found.values() if m.ready and m is not mv]
                 await self._load(mv, serving, serving_now)
-            if mv.state == "ready":
+            if mv.ready:
                 found[version] = mv
-                if old is not None and old is not mv and old.state == "ready":
+                if old is not None and old is not mv and old.ready:
                     self._retire(old, "replaced by a new load")
-            elif old is not None and old.state == "ready":  # keep serving what worked
+            elif old is not None and old.ready:  # keep serving what worked
                 old.tried = stamp
                 old.error = f"a reload failed, still serving the previous load: {mv.error}"
-                self.metrics.set_model_state(name, version, "ready")
+                self.metrics.set_model_state(name, version, State.READY)
             else:
                 found[version] = mv
         for version, mv in sorted(found.items()):
-            if version not in wanted and mv.state != "unloaded":
+            if version not in wanted and mv.state is not State.UNLOADED:
                 self._retire(mv, "removed from the repository")
 
     async def unload(self, name: str) -> None:
         """Stop serving every version of `name` (RepositoryModelUnload)."""
         async with self._lock:
             for mv in self.models.get(name, {}).values():
-                if mv.state != "unloaded":
+                if mv.state is not State.UNLOADED:
                     self._retire(mv, "unloaded on request")
             self._serving.pop(name, None)
         if self.on_change is not None:
@@ -218,9 +253,9 @@ class ModelRepository:
 
     def _retire(self, mv: ModelVersion, why: str) -> None:
         """No new calls for `mv`; unload it once the calls it has are done."""
-        was_ready = mv.state == "ready"
-        mv.state, mv.error = "unloaded", why
-        self.metrics.set_model_state(mv.name, mv.version, "unloaded")
+        was_ready = mv.ready
+        mv.state, mv.error = State.UNLOADED, why
+        self.metrics.set_model_state(mv.name, mv.version, State.UNLOADED)
         log.info("model %s version %d: %s; unloading", mv.name, mv.version, why)
         if was_ready:
             task = asyncio.create_task(self._drain_and_close(mv))
@@ -228,8 +263,11 @@ class ModelRepository:
             task.add_done_callback(self._retiring.discard)
 
     async def _drain_and_close(self, mv: ModelVersion) -> None:
-        while mv.users or (mv.batcher is not None and not mv.batcher.idle):
-            await asyncio.sleep(0.05)
+        """Unload `mv` once its last lease is returned (its calls' work is done or dropped
+        by then; a batch still in ONNX Runtime finishes before its instance closes)."""
+        if mv.users:
+            mv.released = asyncio.Event()
+            await mv.released.wait()
         if mv.batcher is not None:
             await mv.batcher.close()
         mv.batcher, mv.runners, mv.solo = None, (), None
@@ -271,8 +309,8 @@ class ModelRepository:
             max_batch_values=self._batch_values(mv.card),
         )
         mv.batcher.start()
-        mv.state = "ready"
-        self.metrics.set_model_state(mv.name, mv.version, "ready")
+        mv.state = State.READY
+        self.metrics.set_model_state(mv.name, mv.version, State.READY)
         log.info(
             "model %s version %d ready on %s (%s), %d instance(s) x %d thread(s)",
             mv.name,
@@ -333,10 +371,19 @@ class ModelRepository:
         root = str(self.config.model_repository.resolve())
         shown_error = error.replace(root, "<repository>")
         shown_error = shown_error.replace(str(self.config.model_repository), "<repository>")
-        mv.state, mv.error = "failed", shown_error
-        self.metrics.set_model_state(mv.name, mv.version, "failed")
+        mv.state, mv.error = State.FAILED, shown_error
+        self.metrics.set_model_state(mv.name, mv.version, State.FAILED)
         self.metrics.model_load_failures.labels(mv.name, reason).inc()
         log.error("model %s version %d failed to load: %s", mv.name, mv.version, error)
+
+    def lease(self, name: str, version: int = 0) -> Lease:
+        """The version asked for (0: the highest ready), held until the `async with` ends."""
+        return Lease(self, name, version)
+
+    def ready_versions(self, name: str) -> list[ModelVersion]:
+        """The model's ready versions, lowest first ([] for a model the server lacks)."""
+        found = self.models.get(name, {})
+        return [found[v] for v in sorted(found) if found[v].ready]
 
     def get(self, name: str, version: int = 0) -> ModelVersion:
         """The version asked for, or the highest ready one for 0."""
@@ -350,24 +397,24 @@ class ModelRepository:
                     f"version: model {name!r} has no version {version} (versions: {sorted(found)})"
                 )
             mv = found[version]
-            if mv.state != "ready":  # loading, failed, or unloaded (removed): UNAVAILABLE
+            if not mv.ready:  # loading, failed, or unloaded (removed): UNAVAILABLE
                 raise ModelUnavailable(
                     f"model {name!r} version {version} is {mv.state}"
                     + (f": {mv.error}" if mv.error else "")
                 )
             return mv
-        ready = [v for v in sorted(found) if found[v].state == "ready"]
+        ready = self.ready_versions(name)
         if not ready:
             raise ModelUnavailable(
                 f"model {name!r}: no version is ready ("
                 + "; ".join(f"{v}: {m.state} {m.error}" for v, m in sorted(found.items()))
                 + ")"
             )
-        return found[ready[-1]]
+        return ready[-1]
 
     @property
     def any_ready(self) -> bool:
-        return any(mv.state == "ready" for vs in self.models.values() for mv in vs.values())
+        return any(self.ready_versions(name) for name in self.models)
 
     def batchers(self) -> list[Batcher]:
         return [mv.batcher for vs in self.models.values() for mv in vs.values() if mv.batcher]

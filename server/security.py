@@ -23,6 +23,7 @@ from typing import Any
 import grpc
 
 from ganserve.server.config import ServerConfig
+from ganserve.server.errors import Unauthenticated, status_of
 from ganserve.server.metrics import Metrics
 
 _TOKEN = re.compile(r"[\x21-\x7e]+")
@@ -130,15 +131,15 @@ class TokenAuth(grpc.aio.ServerInterceptor):
         if self._accepted(details.invocation_metadata):
             return handler
         method = details.method.rsplit("/", 1)[-1]
-        self._metrics.requests_of("unknown", method, "UNAUTHENTICATED").inc()
+        self._metrics.requests_of("unknown", method, status_of(Unauthenticated()).name).inc()
         return _denied(handler)
 
 
 async def _deny(request: Any, context: grpc.aio.ServicerContext) -> None:
-    await context.abort(
-        grpc.StatusCode.UNAUTHENTICATED,
-        "authorization: a bearer token is required (metadata 'authorization: Bearer <token>')",
+    error = Unauthenticated(
+        "authorization: a bearer token is required (metadata 'authorization: Bearer <token>')"
     )
+    await context.abort(status_of(error), str(error))
 
 
 def _denied(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:

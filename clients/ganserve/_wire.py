@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ganserve.contract import image_count
+from ganserve.contract import request_count
 from ganserve.errors import InvalidArgument
 from ganserve.tensor import from_tensor, to_tensor
 from ganserve.types import Images, ModelInfo, VersionState
@@ -133,7 +133,7 @@ def model_info(info: pb.ModelInfo) -> ModelInfo:
 
 def total(request: Any) -> int:
     """How many images a stream request asks for."""
-    return image_count(request)[0]
+    return request_count(request)
 
 
 def resume(request: Any, received: int) -> Any:

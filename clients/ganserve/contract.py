@@ -4,7 +4,8 @@ The server (`ganserve.server`), the SDK (`ganserve.client`) and bulk jobs (`gans
 import these instead of restating them, so a caller and the server can never disagree:
 
 - `parse_version`: how a model version is written (folder names, OIP version strings);
-- `image_count`: how many images a Sample/Generate request asks for, and which field says so;
+- `image_count`: how many images a Sample/Generate request asks for, and which field says so
+  (`request_count` for a ganserve.v1 message);
 - `balanced_labels`: the labels of a balanced request (image index i shows class i mod C);
 - `MAX_CHUNK_SIZE`: the most images one streamed message may hold.
 """
@@ -31,21 +32,27 @@ def parse_version(text: str) -> int | None:
     return version if version <= MAX_VERSION else None
 
 
-def image_count(request: Any) -> tuple[int, str]:
-    """(images asked for, the field that says so) of a SampleRequest or GenerateRequest: the
-    rows of `latents`, else `count`, else one per listed label."""
-    if request.HasField("latents"):
-        return (list(request.latents.shape) or [0])[0], "latents"
-    if not request.count and _condition(request) == "labels":
-        return len(request.labels.values), "labels"
-    return request.count, "count"
+def image_count(
+    count: int, latent_rows: int | None = None, label_count: int | None = None
+) -> tuple[int, str]:
+    """(images asked for, the field that says so) of a Sample/Generate request: the rows of
+    its explicit latents if it has some, else `count`, else one per listed label (when the
+    request lists labels and leaves `count` 0)."""
+    if latent_rows is not None:
+        return latent_rows, "latents"
+    if not count and label_count is not None:
+        return label_count, "labels"
+    return count, "count"
 
 
-def _condition(request: Any) -> str | None:
-    descriptor = request.DESCRIPTOR
-    if "condition" not in descriptor.oneofs_by_name:
-        return None
-    return request.WhichOneof("condition")
+def request_count(request: Any) -> int:
+    """`image_count` of a ganserve.v1 SampleRequest or GenerateRequest."""
+    latent_rows = (list(request.latents.shape) or [0])[0] if request.HasField("latents") else None
+    lists = "condition" in request.DESCRIPTOR.oneofs_by_name
+    labels = lists and request.WhichOneof("condition") == "labels"
+    return image_count(request.count, latent_rows, len(request.labels.values) if labels else None)[
+        0
+    ]
 
 
 def balanced_labels(first: int, n: int, num_classes: int) -> np.ndarray:

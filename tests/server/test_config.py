@@ -44,6 +44,9 @@ def test_flags_beat_environment_which_beats_defaults() -> None:
         (["--device", "tpu"], {}, "--device"),
         ([], {"GANSERVE_PORT": "eighty"}, "GANSERVE_PORT"),
         (["--port", "70000"], {}, "--port"),
+        # a default no stream could use: it started, then failed every stream (issue #23)
+        (["--stream-chunk-size", "5000"], {}, "--stream-chunk-size: 5000; at most 4096"),
+        ([], {"GANSERVE_STREAM_CHUNK_SIZE": "4097"}, "--stream-chunk-size"),
     ],
 )
 def test_bad_values_name_the_setting(argv: list[str], env: dict, named: str) -> None:
@@ -54,3 +57,27 @@ def test_bad_values_name_the_setting(argv: list[str], env: dict, named: str) -> 
 def test_parse_reads_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GANSERVE_GRACE_SECONDS", "2")
     assert parse(["--port", "0"]).grace_seconds == 2.0
+
+
+def test_every_bound_a_stream_checks_holds_for_the_default_chunk() -> None:
+    from ganserve.contract import MAX_CHUNK_SIZE
+
+    assert resolve(parsed(["--stream-chunk-size", str(MAX_CHUNK_SIZE)]), {}).stream_chunk_size
+
+
+def test_the_healthcheck_reads_the_servers_configuration(capsys: pytest.CaptureFixture) -> None:
+    from ganserve.server import healthcheck
+
+    # a configuration the server would refuse to start with is unhealthy, and says why
+    bad = {"GANSERVE_TLS_CLIENT_CA": "ca.pem"}  # mutual TLS without a certificate
+    assert not healthcheck.check("127.0.0.1:1", timeout=0.5, environ=bad)
+    assert "--tls-client-ca" in capsys.readouterr().err
+
+
+def test_serve_refuses_a_bad_setting_in_one_line(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exited:
+        parse(["--stream-chunk-size", "5000"])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == (
+        "ganserve serve: error: --stream-chunk-size: 5000; at most 4096\n"
+    )

@@ -24,7 +24,7 @@ from PIL import Image
 from ganserve.png import encode_png
 from ganserve.server.app import GanServer
 from ganserve.server.models import ModelRepository
-from ganserve.server.service import _labels_array
+from ganserve.server.v1 import _labels_array
 from ganserve.tensor import to_tensor
 from ganserve.v1 import ganserve_pb2 as pb
 from ganserve.v1 import ganserve_pb2_grpc as pb_grpc
