@@ -18,8 +18,8 @@ import torch
 from ganserve.export.onnx_export import export_checkpoint
 from ganserve.training import checkpoint
 from ganserve.training.config import TrainConfig
-from ganserve.training.dcgan import weights_init
 from ganserve.training.families import build_generator
+from ganserve.training.gan import weights_init
 
 
 def main() -> int:

@@ -12,8 +12,8 @@ from torch import nn
 
 from ganserve.training.config import TrainConfig
 from ganserve.training.data import Split
-from ganserve.training.dcgan import DCGAN, discriminator_body, generator_body, weights_init
-from ganserve.training.gan import frozen
+from ganserve.training.dcgan import DCGAN, discriminator_body, generator_body
+from ganserve.training.gan import frozen, weights_init
 
 EMBED_DIM = 50  # size of G's label embedding, concatenated to z
 

@@ -10,135 +10,67 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ganserve.training.config import D_NORMS, FAMILIES, LOSSES, ConfigError, TrainConfig
+from ganserve.training.config import DRY_RUN, FAMILIES, WGAN_GP_DEFAULTS, ConfigError, TrainConfig
 
-# Per-family defaults that differ from TrainConfig's, chosen by measurement (docs/training.md):
-# on 4,000 digits, more steps with a narrower net beat fewer with ngf 64, and a linear
-# learning-rate decay at the end (as pix2pix does) sharpens the samples.
-FAMILY_DEFAULTS: dict[str, dict[str, object]] = {
-    # dcgan: spectral norm in D (Miyato et al. 2018) and lr 4e-4 (BatchNorm D, lr 2e-4: ratio
-    # 7.0 under the project classifier; spectral at 2e-4: 6.71, at 3e-4: 5.11). 200 epochs
-    # (12,400 steps): independent ratio 1.48-1.63 in three runs, where 140 epochs gave
-    # 2.08-2.72; 9-10 min on two threads, 15 on one (2026-12-02). Not adopted: the weight
-    # average (2.18 vs raw 2.08), mode seeking 0.5 (8.2), wgan-gp (13.4); docs/training.md.
-    "dcgan": {
-        "ngf": 32,
-        "ndf": 32,
-        "epochs": 200,
-        "decay_fraction": 1 / 3,
-        "d_norm": "spectral",
-        "lr": 4e-4,
-    },
-    # cgan: D judges real and fake in one BatchNorm batch (see docs/training.md), and an
-    # auxiliary classifier's term in G's loss (Odena et al. 2017): class accuracy 0.981 and
-    # Frechet ratio 1.56 under the independent judge, where without it 0.916 and 2.38 (100
-    # epochs). Its extra network makes a step dearer, hence 80 epochs to stay within 20 min.
-    # The weight average (--ema 0.999) measured worse here (0.913, 2.46), so it stays off.
-    "cgan": {
-        "ngf": 32,
-        "ndf": 32,
-        "epochs": 80,
-        "decay_fraction": 1 / 3,
-        "mixed_batch": True,
-        "mode_seeking": 0.5,
-        "aux_weight": 1.0,
-    },
-    "pix2pix": {"ngf": 32, "ndf": 32, "epochs": 20, "decay_fraction": 0.5},
-    # vae: a 16-d latent, Adam at 1e-3 with the usual betas (no adversary to balance)
-    "vae": {
-        "nz": 16,
-        "ngf": 32,
-        "ndf": 32,
-        "epochs": 60,
-        "lr": 1e-3,
-        "beta1": 0.9,
-        "decay_fraction": 1 / 3,
-    },
-    # srgan: 4x (8x8 → 32x32); L1 content weight 1 against the adversarial 1e-3 (Ledig et al.).
-    # A narrow D (ndf 16) and 6 epochs (372 steps): 0.6-0.7 s a step on 2 cores alone, ~4 min.
-    "srgan": {"ngf": 32, "ndf": 16, "epochs": 6, "decay_fraction": 0.5, "lambda_l1": 1.0},
+_DOC = {
+    "dcgan": "unconditional DCGAN",
+    "cgan": "class-conditional GAN",
+    "pix2pix": "pix2pix image translation (default: MNIST edges → digits)",
+    "vae": "variational autoencoder (its decoder is served as an unconditional generator)",
+    "srgan": "SRGAN super-resolution (default: MNIST 8x8 → 32x32)",
 }
-# --loss wgan-gp: Gulrajani et al. 2017's settings (critic without BatchNorm, 5 critic updates
-# per G update, Adam lr 1e-4 with betas (0, 0.9), penalty weight 10); flags still win.
-WGAN_GP_DEFAULTS: dict[str, object] = {
-    "d_norm": "none",
-    "n_critic": 5,
-    "lr": 1e-4,
-    "beta1": 0.0,
-    "beta2": 0.9,
-    "gp_weight": 10.0,
-    "mixed_batch": False,
-}
-DRY_RUN = {"dataset": "fake", "max_steps": 2, "epochs": 1, "batch_size": 16}
 
-# flag → TrainConfig field, for every field a user may set
-_FIELDS = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("family", "dry_run")]
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _shown(value: object) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)  # 0.0004, not 0.00040000
+
+
+def _as_flags(values: dict[str, object]) -> str:
+    """Settings as the flags that give them: "--d-norm none --n-critic 5 --no-mixed-batch"."""
+    return " ".join(_as_flag(name, value) for name, value in values.items())
+
+
+def _as_flag(name: str, value: object) -> str:
+    if isinstance(value, bool):
+        return _flag(name) if value else "--no-" + _flag(name)[2:]
+    return f"{_flag(name)} {_shown(value)}"
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, family: str) -> None:
+    """One flag per TrainConfig field: its help and argparse extras from the field's metadata,
+    its type from the field's default, and the family's recipe shown as the default. Every flag
+    parses to None when left out, so `config_from_args` knows which were given."""
+    recipe = TrainConfig.for_family(family)
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == "family":
+            continue
+        extras = {k: v for k, v in f.metadata.items() if k != "help"}
+        text = f.metadata["help"]
+        if f.name == "loss":
+            text += f"; wgan-gp brings its own defaults: {_as_flags(WGAN_GP_DEFAULTS)}"
+        if f.name == "dry_run":
+            text += f" ({_as_flags(DRY_RUN)})"
+        else:
+            text += f" (default {_shown(getattr(recipe, f.name))})"
+        if "action" not in extras:
+            if isinstance(f.default, bool):
+                extras["action"] = argparse.BooleanOptionalAction
+            else:
+                extras["type"] = type(f.default)
+        parser.add_argument(_flag(f.name), default=None, help=text, **extras)
 
 
 def _add_train_parser(sub: argparse._SubParsersAction, family: str) -> None:
-    doc = {
-        "dcgan": "unconditional DCGAN",
-        "cgan": "class-conditional GAN",
-        "pix2pix": "pix2pix image translation (default: MNIST edges → digits)",
-        "vae": "variational autoencoder (its decoder is served as an unconditional generator)",
-        "srgan": "SRGAN super-resolution (default: MNIST 8x8 → 32x32)",
-    }[family]
+    doc = _DOC[family]
     p = sub.add_parser(family, help=f"train a {doc}", description=f"Train a {doc}.")
     p.add_argument("--out", required=True, type=Path, help="output folder (created)")
-    p.add_argument("--dataset", help="'mnist' (default), 'fake', or a folder of images")
-    p.add_argument("--image-size", type=int, help="H = W, a power of two (default 32)")
-    p.add_argument("--channels", type=int, choices=(1, 3), help="1 grey (default) or 3 RGB")
-    p.add_argument("--nz", type=int, help="latent size (default 100)")
-    p.add_argument("--ngf", type=int, help="generator width")
-    p.add_argument("--ndf", type=int, help="discriminator width")
-    p.add_argument("--num-classes", type=int, help="cgan classes (a folder dataset sets this)")
-    p.add_argument("--unet-depth", type=int, help="pix2pix downsamplings (default log2 size)")
-    p.add_argument("--n-layers-d", type=int, help="pix2pix PatchGAN layers (default 3)")
-    p.add_argument(
-        "--loss",
-        choices=LOSSES,
-        help="adversarial loss (default vanilla, non-saturating; wgan-gp brings its own "
-        "defaults: --d-norm none --n-critic 5 --lr 1e-4 --beta1 0 --beta2 0.9)",
-    )
-    p.add_argument("--gp-weight", type=float, help="wgan-gp gradient penalty weight (10)")
-    p.add_argument("--n-critic", type=int, help="D updates per G update (1; wgan-gp 5)")
-    p.add_argument(
-        "--ema",
-        type=float,
-        help="decay of the moving average of G's weights that is evaluated and exported (0 = off)",
-    )
-    p.add_argument("--lambda-l1", type=float, help="pix2pix L1 weight (100); srgan content (1)")
-    p.add_argument("--scale", type=int, choices=(2, 4), help="srgan upscaling factor (default 4)")
-    p.add_argument("--residual-blocks", type=int, help="srgan residual blocks in G (default 8)")
-    p.add_argument("--lambda-adv", type=float, help="srgan adversarial weight (default 1e-3)")
-    p.add_argument("--lambda-feature", type=float, help="srgan classifier feature loss weight")
-    p.add_argument("--d-norm", choices=D_NORMS, help="dcgan/cgan D normalisation")
-    p.add_argument(
-        "--mixed-batch",
-        action=argparse.BooleanOptionalAction,
-        help="dcgan/cgan: D judges real and fakes in one BatchNorm batch",
-    )
-    p.add_argument(
-        "--mode-seeking", type=float, help="dcgan/cgan mode-seeking weight in G's loss (0 = off)"
-    )
-    p.add_argument("--kl-weight", type=float, help="vae: weight of the KL term (1)")
-    p.add_argument(
-        "--aux-weight", type=float, help="cgan: auxiliary classifier's weight in G's loss (0 = off)"
-    )
-    p.add_argument("--lr", type=float, help="Adam learning rate (default 2e-4)")
-    p.add_argument("--beta1", type=float, help="Adam beta1 (default 0.5)")
-    p.add_argument("--beta2", type=float, help="Adam beta2 (default 0.999)")
-    p.add_argument("--batch-size", type=int, help="per process (default 64)")
-    p.add_argument("--epochs", type=int, help="epochs to train in all (a resumed run included)")
-    p.add_argument(
-        "--decay-fraction", type=float, help="decay lr linearly to 0 over this last part of the run"
-    )
-    p.add_argument("--max-steps", type=int, help="stop after this many steps in all")
-    p.add_argument("--seed", type=int, help="makes the run reproducible (default 0)")
-    p.add_argument("--eval-samples", type=int, help="samples for the final evaluation (1000)")
+    add_config_arguments(p, family)
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1")
     p.add_argument("--resume", type=Path, help="continue from this checkpoint.pt")
-    p.add_argument("--dry-run", action="store_true", help="two steps on fake data, no evaluation")
     p.add_argument("--no-eval", action="store_true", help="skip the final evaluation")
     p.add_argument("--classifier", type=Path, help="digit classifier (trained there if missing)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -169,14 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(family: str, args: argparse.Namespace) -> TrainConfig:
-    """TrainConfig from flags: given flags, then the family's defaults, then TrainConfig's."""
-    values: dict[str, object] = dict(FAMILY_DEFAULTS[family])
-    if getattr(args, "loss", None) == "wgan-gp":
-        values.update(WGAN_GP_DEFAULTS)
-    if args.dry_run:
-        values.update(DRY_RUN, dry_run=True)
-    values.update({f: getattr(args, f) for f in _FIELDS if getattr(args, f, None) is not None})
-    return TrainConfig(family=family, **values)
+    """TrainConfig from flags: the flags given, over the family's recipe (`for_family`)."""
+    given = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(TrainConfig)
+        if f.name != "family" and getattr(args, f.name, None) is not None
+    }
+    return TrainConfig.for_family(family, **given)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

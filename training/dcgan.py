@@ -10,27 +10,10 @@ import math
 
 import torch
 from torch import nn
-from torch.nn.utils import parametrize
 
 from ganserve.training.config import TrainConfig
 from ganserve.training.data import Split
 from ganserve.training.gan import GAN, StepStats, evaluating, frozen, gradient_penalty
-
-
-def weights_init(module: nn.Module) -> None:
-    """The paper's initialisation: conv weights N(0, 0.02), BatchNorm weights N(1, 0.02), bias 0."""
-    if isinstance(module, nn.Conv2d | nn.ConvTranspose2d | nn.Linear):
-        # A spectrally normalised weight is computed from `original`: initialise that.
-        weight = (module.parametrizations.weight.original
-                  if parametrize.is_parametrized(module, "weight") else module.weight)  # fmt: skip
-        nn.init.normal_(weight, 0.0, 0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.BatchNorm2d):
-        nn.init.normal_(module.weight, 1.0, 0.02)
-        nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.Embedding):
-        nn.init.normal_(module.weight, 0.0, 1.0)
 
 
 def generator_body(nin: int, ngf: int, nc: int, image_size: int) -> nn.Sequential:

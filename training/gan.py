@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from ganserve.training.config import TrainConfig
 from ganserve.training.data import Split
@@ -34,6 +35,23 @@ class StepStats:
     def as_dict(self) -> dict[str, float]:
         """The non-empty fields, for logs and the progress bar."""
         return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+def weights_init(module: nn.Module) -> None:
+    """DCGAN's initialisation (Radford et al. 2015), which every family uses: conv weights
+    N(0, 0.02), BatchNorm weights N(1, 0.02), bias 0."""
+    if isinstance(module, nn.Conv2d | nn.ConvTranspose2d | nn.Linear):
+        # A spectrally normalised weight is computed from `original`: initialise that.
+        weight = (module.parametrizations.weight.original
+                  if parametrize.is_parametrized(module, "weight") else module.weight)  # fmt: skip
+        nn.init.normal_(weight, 0.0, 0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, 0.0, 1.0)
 
 
 class GANLoss(nn.Module):
@@ -159,8 +177,6 @@ class GAN(abc.ABC):
     """A family's networks and update rule. Subclasses build the nets and define one step."""
 
     def __init__(self, config: TrainConfig, device: torch.device) -> None:
-        from ganserve.training.dcgan import weights_init
-
         self.config = config
         self.device = device
         torch.manual_seed(config.seed)

@@ -10,8 +10,7 @@ import torch
 from torch import nn
 
 from ganserve.training.config import TrainConfig
-from ganserve.training.data import Split
-from ganserve.training.gan import GAN, StepStats, evaluating, frozen
+from ganserve.training.paired import PairedTranslation
 
 
 class UnetSkipConnectionBlock(nn.Module):
@@ -107,64 +106,19 @@ def build_generator(config: TrainConfig) -> UnetGenerator:
     return UnetGenerator(config.channels, config.channels, config.depth, config.ngf)
 
 
-class Pix2Pix(GAN):
+class Pix2Pix(PairedTranslation):
     """The pix2pix step: D on (A, B) vs (A, G(A)), then G on GAN loss + lambda_l1 x L1."""
+
+    fake_first = True  # as Isola et al.'s backward_D
+    d_loss_scale = 0.5
+    grid_divisor = 2  # half as many pairs as a generator grid shows (each takes three cells)
 
     def build(self) -> tuple[nn.Module, nn.Module]:
         c = self.config
         return build_generator(c), NLayerDiscriminator(2 * c.channels, c.ndf, c.n_layers_d)
 
-    def __init__(self, config: TrainConfig, device: torch.device) -> None:
-        super().__init__(config, device)
-        self.criterionL1 = nn.L1Loss()
-
-    def train_step(self, batch: dict[str, torch.Tensor]) -> StepStats:
-        real_A = batch["source"].to(self.device)
-        real_B = batch["image"].to(self.device)
-        fake_B = self.netG(real_A)
-
-        # (1) Update D: real pairs → real, generated pairs → fake; halved to slow D down
-        self.optimizerD.zero_grad(set_to_none=True)
-        pred_fake = self.netD(torch.cat([real_A, fake_B.detach()], 1))
-        loss_D_fake = self.criterion(pred_fake, False) * 0.5
-        loss_D_fake.backward()
-        pred_real = self.netD(torch.cat([real_A, real_B], 1))
-        loss_D_real = self.criterion(pred_real, True) * 0.5
-        loss_D_real.backward()
-        self.optimizerD.step()
-
-        # (2) Update G: fool D, and stay close to the target in L1
-        self.optimizerG.zero_grad(set_to_none=True)
-        with frozen(self.discriminator) as netD:
-            pred = netD(torch.cat([real_A, fake_B], 1))
-        loss_G_GAN = self.criterion(pred, True)
-        loss_G_L1 = self.criterionL1(fake_B, real_B) * self.config.lambda_l1
-        (loss_G_GAN + loss_G_L1).backward()
-        self.step_generator()
-
-        return StepStats(
-            loss_D=(loss_D_fake + loss_D_real).item(),
-            loss_G=loss_G_GAN.item(),
-            D_x=self.criterion.probability(pred_real),
-            D_G_z1=self.criterion.probability(pred_fake),
-            D_G_z2=self.criterion.probability(pred),
-            loss_L1=loss_G_L1.item() / self.config.lambda_l1,
-        )
-
-    def fixed_inputs(self, n: int, held: Split) -> dict[str, torch.Tensor]:
-        # Half as many pairs as a generator grid shows (each takes three cells), spread over
-        # the held-out split so that every class appears.
-        assert held.source is not None
-        pick = torch.linspace(0, len(held) - 1, min(n // 2, len(held))).long()
-        return {
-            "image": held.source[pick].to(self.device),
-            "target": held.image[pick].to(self.device),
-        }
-
-    @torch.no_grad()
-    def sample(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        with evaluating(self.served_generator) as netG:
-            return netG(inputs["image"])
+    def judged(self, source: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        return torch.cat([source, image], 1)  # [N, 2C, H, W]: D judges the pair
 
     def grid_images(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         # Rows of 8 in threes: sources, translations, targets.

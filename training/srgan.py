@@ -22,8 +22,7 @@ from torch import nn
 
 from ganserve.training.classifier import DigitClassifier, to_classifier_input
 from ganserve.training.config import TrainConfig
-from ganserve.training.data import Split
-from ganserve.training.gan import GAN, StepStats, evaluating, frozen
+from ganserve.training.paired import PairedTranslation
 
 
 class ResidualBlock(nn.Module):
@@ -126,12 +125,14 @@ def bicubic(images: torch.Tensor, scale: int) -> torch.Tensor:
     return up.clamp(-1.0, 1.0)
 
 
-class SRGAN(GAN):
+class SRGAN(PairedTranslation):
     """The SRGAN step: D on real vs upscaled images, then G on content + feature + adversarial.
 
     The feature loss needs the digit classifier (`use_feature_network`); without one (dry
     runs, image folders) G trains on content and adversarial loss alone.
     """
+
+    grid_divisor = 4  # a quarter as many as a generator grid shows (each takes four cells)
 
     def build(self) -> tuple[nn.Module, nn.Module]:
         c = self.config
@@ -139,8 +140,14 @@ class SRGAN(GAN):
 
     def __init__(self, config: TrainConfig, device: torch.device) -> None:
         super().__init__(config, device)
-        self.criterionL1 = nn.L1Loss()
         self.feature_network: DigitClassifier | None = None
+
+    def judged(self, source: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        return image  # D judges the high-resolution image alone
+
+    @property
+    def adversarial_weight(self) -> float:
+        return self.config.lambda_adv
 
     def use_feature_network(self, classifier: DigitClassifier) -> None:
         """Measure G's feature loss in `classifier`'s embedding (frozen, in eval mode)."""
@@ -157,58 +164,10 @@ class SRGAN(GAN):
             target = embed(to_classifier_input(real))
         return F.mse_loss(embed(to_classifier_input(fake)), target)
 
-    def train_step(self, batch: dict[str, torch.Tensor]) -> StepStats:
-        c = self.config
-        low = batch["source"].to(self.device)  # [N, C, S/scale, S/scale]
-        real = batch["image"].to(self.device)  # [N, C, S, S]
-        fake = self.netG(low)
-
-        # (1) Update D: maximize log(D(real)) + log(1 - D(G(low)))
-        self.optimizerD.zero_grad(set_to_none=True)
-        output_real = self.netD(real)
-        output_fake = self.netD(fake.detach())
-        errD = self.criterion(output_real, True) + self.criterion(output_fake, False)
-        errD.backward()
-        self.optimizerD.step()
-
-        # (2) Update G: stay close to the real image (L1 and features), and fool D a little
-        self.optimizerG.zero_grad(set_to_none=True)
-        with frozen(self.discriminator) as netD:
-            output = netD(fake)
-        errG_adv = self.criterion(output, True)
-        errG_content = self.criterionL1(fake, real)
-        loss = c.lambda_l1 * errG_content + c.lambda_adv * errG_adv
-        errG_feature = None
-        if self.feature_network is not None and c.lambda_feature:
-            errG_feature = self.feature_loss(fake, real)
-            loss = loss + c.lambda_feature * errG_feature
-        loss.backward()
-        self.step_generator()  # and the weight average's, with --ema
-
-        return StepStats(
-            loss_D=errD.item(),
-            loss_G=errG_adv.item(),
-            D_x=self.criterion.probability(output_real),
-            D_G_z1=self.criterion.probability(output_fake),
-            D_G_z2=self.criterion.probability(output),
-            loss_L1=errG_content.item(),
-            loss_feature=None if errG_feature is None else errG_feature.item(),
-        )
-
-    def fixed_inputs(self, n: int, held: Split) -> dict[str, torch.Tensor]:
-        # A quarter as many as a generator grid shows (each takes four cells), spread over
-        # the held-out split so that every class appears.
-        assert held.source is not None
-        pick = torch.linspace(0, len(held) - 1, min(n // 4, len(held))).long()
-        return {
-            "image": held.source[pick].to(self.device),
-            "target": held.image[pick].to(self.device),
-        }
-
-    @torch.no_grad()
-    def sample(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        with evaluating(self.served_generator) as netG:
-            return netG(inputs["image"])
+    def feature_loss_of(self, fake: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
+        if self.feature_network is None or not self.config.lambda_feature:
+            return None
+        return self.feature_loss(fake, target)
 
     def grid_images(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         # Rows of 8 in fours: low resolution (nearest), bicubic, SRGAN, the real image.

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from ganserve.training.cli import build_parser, config_from_args, main
-from ganserve.training.config import ConfigError, TrainConfig
+from ganserve.training.config import FAMILIES, FAMILY_DEFAULTS, ConfigError, TrainConfig
 
 
 def error_of(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
@@ -102,3 +102,51 @@ def test_srgan_defaults_and_scale(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "--scale: invalid choice: 3" in error_of(["srgan", "--out", "x", "--scale", "3"], capsys)
     with pytest.raises(ConfigError, match="scale: 8"):
         TrainConfig(family="srgan", scale=8)
+
+
+def as_flags(config: TrainConfig) -> list[str]:
+    """Every field of `config` as the flag that sets it."""
+    flags = []
+    for name, value in config.to_dict().items():
+        flag = "--" + name.replace("_", "-")
+        if name == "family" or (name == "dry_run" and not value):
+            continue
+        if isinstance(value, bool):
+            flags.append(flag if value else "--no-" + flag[2:])
+        else:
+            flags += [flag, str(value)]
+    return flags
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_command_line_trains_the_recipe_that_python_builds(family: str) -> None:
+    parse = build_parser().parse_args
+    recipe = TrainConfig.for_family(family)
+    assert config_from_args(family, parse([family, "--out", "x"])) == recipe
+    assert recipe != TrainConfig(family=family)  # the recipe is not the fields' defaults
+    # every field has a flag: the recipe spelt out in full builds itself
+    assert config_from_args(family, parse([family, "--out", "x", *as_flags(recipe)])) == recipe
+    dry = config_from_args(family, parse([family, "--out", "x", "--dry-run", "--seed", "3"]))
+    assert dry == TrainConfig.for_family(family, dry_run=True, seed=3)
+    assert (dry.dataset, dry.max_steps) == ("fake", 2)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_an_explicit_flag_overrides_each_family_default(family: str) -> None:
+    parse = build_parser().parse_args
+    fields_default = TrainConfig(family=family)
+    for name, value in FAMILY_DEFAULTS[family].items():
+        wanted = getattr(fields_default, name)  # differs from the family's `value`
+        flag = "--" + name.replace("_", "-")
+        if isinstance(wanted, bool):
+            flags = [flag if wanted else "--no-" + flag[2:]]
+        else:
+            flags = [flag, str(wanted)]
+        config = config_from_args(family, parse([family, "--out", "x", *flags]))
+        assert getattr(config, name) == wanted != value
+        assert config == TrainConfig.for_family(family, **{name: wanted})
+
+
+def test_an_unknown_family_in_python_names_the_field() -> None:
+    with pytest.raises(ConfigError, match="family: unknown 'stylegan'"):
+        TrainConfig.for_family("stylegan")
