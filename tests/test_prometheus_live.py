@@ -23,7 +23,11 @@ from tests.servers import DCGAN, RunningServer, stop_process
 from tests.test_prometheus_rules import promtool
 
 ROOT = Path(__file__).resolve().parents[1]
-LOAD_SECONDS = 20
+# Prometheus scrapes (and evaluates the rules) every SCRAPE_MS; the load runs LOAD_SECONDS
+# (20 scrapes), then four scrapes' time passes, so that the last calls are in its counters.
+SCRAPE_MS = 500
+LOAD_SECONDS = 10
+SETTLE_MS = 4 * SCRAPE_MS
 
 
 def free_port() -> int:
@@ -38,8 +42,9 @@ class Prometheus:
         binary = shutil.which("prometheus")
         if binary is None:
             pytest.skip("the prometheus server is not installed")
+        every = f"{SCRAPE_MS}ms"
         config = {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "global": {"scrape_interval": every, "evaluation_interval": every},
             "rule_files": [str(ROOT / "deploy" / "prometheus" / "ganserve-rules.yaml")],
             "scrape_configs": [{"job_name": "ganserve", "static_configs": [{"targets": [target]}]}],
         }
@@ -80,7 +85,7 @@ class Prometheus:
         while not condition():
             if self.process.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"prometheus {what}")
-            time.sleep(0.2)
+            time.sleep(0.1)
 
     def stop(self) -> None:
         stop_process(self.process, 20)
@@ -90,7 +95,8 @@ class Prometheus:
 def scraped(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[Prometheus, dict[str, float]]]:
-    """A server under LOAD_SECONDS of load, scraped every second, and what the load saw."""
+    """A server under LOAD_SECONDS of load, scraped every SCRAPE_MS, and what the load saw
+    (one Prometheus and one server for the module's tests)."""
     from dataclasses import replace
 
     from tests.servers import BASE
@@ -121,7 +127,7 @@ def scraped(
         for t in threads:
             t.join()
         seconds = time.monotonic() - started
-        time.sleep(3)  # two more scrapes after the last call
+        time.sleep(SETTLE_MS / 1000)
         latencies.sort()
         seen = {
             "calls": float(len(latencies)),
@@ -144,7 +150,7 @@ def test_prometheus_sees_what_the_load_generator_saw(
     # the rate over the load, from the counter's samples in Prometheus
     rate = prometheus.value(
         f'sum(rate(ganserve_requests_total{{method="Sample",code="OK"}}[{LOAD_SECONDS}s] '
-        f"offset 3s))"
+        f"offset {SETTLE_MS}ms))"
     )
     assert 0.75 * seen["rate"] < rate < 1.25 * seen["rate"], (rate, seen)
     p99 = prometheus.value(

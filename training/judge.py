@@ -109,7 +109,8 @@ def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 
 def train_judge(*, epochs: int = 10, progress: bool = True) -> ClassifierResult:
-    """Train on MNIST's train split with augmentation; report held-out accuracy."""
+    """Train on MNIST's train split with augmentation; report held-out accuracy. The shipped
+    judges/judge.pt took the 10 epochs; the tests train 2 (tests/training/test_judges.py)."""
     torch.manual_seed(JUDGE_SEED)
     train, held = data.mnist(TrainConfig(family="dcgan", image_size=CLASSIFIER_SIZE))
     model = JudgeNet()
@@ -124,9 +125,10 @@ def train_judge(*, epochs: int = 10, progress: bool = True) -> ClassifierResult:
         logits = model(augment(batch["image"], gen))
         return F.cross_entropy(logits, batch["label"], label_smoothing=0.1)
 
-    fit(model, optimizer, schedule, train, loss_of, epochs=epochs, batch_size=128,
-        seed=JUDGE_SEED, desc="judge", progress=progress)  # fmt: skip
-    return ClassifierResult(model, accuracy(model, held.image, held.label))  # type: ignore[arg-type]
+    losses = fit(model, optimizer, schedule, train, loss_of, epochs=epochs, batch_size=128,
+                 seed=JUDGE_SEED, desc="judge", progress=progress)  # fmt: skip
+    held_out = accuracy(model, held.image, held.label)
+    return ClassifierResult(model, held_out, losses)  # type: ignore[arg-type]
 
 
 def beside(classifier_path: str | Path) -> Path:

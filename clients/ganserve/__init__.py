@@ -4,8 +4,12 @@
     with ganserve.Client("localhost:8500") as client:
         client.generate("mnist-cgan", count=10, balanced=True, seed=7).save_pngs("digits/")
 
-Installs with grpcio, protobuf and numpy alone (`pip install ./clients`). `ganserve.latent` is
-the latent contract the server uses too; `ganserve.v1` holds the generated gRPC code.
+Installs with grpcio, protobuf and numpy alone (`pip install .`, no extras). `ganserve.latent`
+is the latent contract the server uses too; `ganserve.v1` holds the generated gRPC code.
+
+One import namespace, four folders (pyproject.toml's package-dir): `ganserve` and its SDK
+modules live in clients/ganserve/, `ganserve.server` in server/, `ganserve.training` in
+training/, `ganserve.export` in export/.
 """
 
 from ganserve.client import AsyncClient, Client, RetryPolicy
