@@ -271,8 +271,8 @@ def bench_model(model: str, args: argparse.Namespace) -> None:
     repository = BENCH_MODELS if model == "dcgan64" else ROOT / "models"
     path = model_path(repository, model)
     card = session(path, 1, False).card
-    raw = raw_table(path, args.threads, args.raw_seconds, args.device)
-    raw_best = max(rate for rate, _ in raw.values())
+    raw = {} if args.no_raw else raw_table(path, args.threads, args.raw_seconds, args.device)
+    raw_best = max((rate for rate, _ in raw.values()), default=float("nan"))
     variants = {"ganserve": [], "ganserve --workers 2": ["--workers", "2"]}
     for spec in args.variant:
         name, _, flags = spec.partition("=")
@@ -289,10 +289,11 @@ def bench_model(model: str, args: argparse.Namespace) -> None:
         ],
     }
     servers = {name: Server(name, cmd) for name, cmd in commands.items()}
-    runs: dict[str, dict[str, list[Cell]]] = {cell: {} for cell, *_ in CELLS}
+    cells = [c for c in CELLS if any(part in c[0] for part in args.cells)]
+    runs: dict[str, dict[str, list[Cell]]] = {cell: {} for cell, *_ in cells}
     try:
         for round_ in range(args.rounds):
-            for cell, clients, count, shape in CELLS:
+            for cell, clients, count, shape in cells:
                 for name, server in servers.items():
                     got = asyncio.run(load(server, model, clients, count, args.seconds, shape))
                     runs[cell].setdefault(name, []).append(got)
@@ -319,7 +320,7 @@ def bench_model(model: str, args: argparse.Namespace) -> None:
     print(f"\nimages/s (median call ms); ratio = over plain; raw best {raw_best:,.0f} images/s\n")
     print(f"| load | plain | {head} | echo (no model) | best / raw best |")
     print("|---|---:|" + "---:|---:|" * len(names) + "---:|---:|")
-    for cell, *_ in CELLS:
+    for cell, *_ in cells:
         row, plain = table[cell], table[cell]["plain"]
         cols = " | ".join(
             f"{row[n]} | {row[n].images_per_second / plain.images_per_second:.2f}x" for n in names
@@ -330,7 +331,7 @@ def bench_model(model: str, args: argparse.Namespace) -> None:
     print("\nserver CPU per call, µs (user + system, worker processes included)\n")
     print("| load | " + " | ".join(servers) + " | ganserve / echo |")
     print("|---|" + "---:|" * (len(servers) + 1))
-    for cell in CPU_CELLS:
+    for cell in (c for c in CPU_CELLS if c in table):
         row = table[cell]
         cols = " | ".join(f"{row[n].cpu_us_per_call:,.0f}" for n in servers)
         ratio = row["ganserve"].cpu_us_per_call / row["echo"].cpu_us_per_call
@@ -345,6 +346,14 @@ def main() -> int:
     p.add_argument("--raw-seconds", type=float, default=2.0, help="per ONNX Runtime setting")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument(
+        "--cells",
+        nargs="+",
+        default=[""],
+        metavar="TEXT",
+        help='only the cells whose name contains one of these, e.g. "64 x 1" stream',
+    )
+    p.add_argument("--no-raw", action="store_true", help="skip in-process ONNX Runtime")
     p.add_argument(
         "--variant",
         action="append",

@@ -13,7 +13,7 @@ from ganserve.server.errors import InvalidRequest, ModelNotFound, ModelUnavailab
 from ganserve.server.images import encode_pngs, float_pixels, model_input, pixels
 from ganserve.server.models import ModelVersion, shown
 from ganserve.server.rpc import parsed
-from ganserve.tensor import from_tensor, to_tensor
+from ganserve.tensor import fill_tensor, from_tensor
 from ganserve.v1 import ganserve_pb2 as pb
 from ganserve.v1 import ganserve_pb2_grpc as pb_grpc
 
@@ -90,11 +90,11 @@ class GeneratorService(pb_grpc.GeneratorServicer):
         if labels is not None:
             reply.labels.extend(labels.tolist())
         if encoding == pb.RAW_FLOAT32:
-            reply.images.CopyFrom(to_tensor(float_pixels(card, out)))
+            fill_tensor(reply.images, float_pixels(card, out))
         elif encoding == pb.PNG:
             reply.png.extend(await self.core.off_loop(encode_pngs, pixels(card, out)))
         else:
-            reply.images.CopyFrom(to_tensor(pixels(card, out)))
+            fill_tensor(reply.images, pixels(card, out))
         return reply
 
     # -- rpcs -------------------------------------------------------------------------------

@@ -13,9 +13,19 @@ DTYPES: dict[str, type[np.generic]] = {"uint8": np.uint8, "float32": np.float32,
 
 def to_tensor(array: np.ndarray) -> pb.Tensor:
     """One message holding the whole array."""
-    array = np.ascontiguousarray(array)
-    little = array.astype(array.dtype.newbyteorder("<"), copy=False)
-    return pb.Tensor(dtype=array.dtype.name, shape=array.shape, data=little.tobytes())
+    tensor = pb.Tensor()
+    fill_tensor(tensor, array)
+    return tensor
+
+
+def fill_tensor(tensor: pb.Tensor, array: np.ndarray) -> None:
+    """Write `array` into `tensor` (e.g. a reply's own field: no copy of the message)."""
+    order = array.dtype.byteorder
+    if order == ">" or (order == "=" and not np.little_endian):  # the wire is little-endian
+        array = array.astype(array.dtype.newbyteorder("<"))
+    tensor.dtype = array.dtype.name
+    tensor.shape[:] = array.shape
+    tensor.data = array.tobytes()  # C order, whatever the array's layout
 
 
 def from_tensor(tensor: pb.Tensor, field: str = "tensor") -> np.ndarray:
