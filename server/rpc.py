@@ -117,6 +117,26 @@ def _code(error: BaseException, context: grpc.aio.ServicerContext) -> tuple[grpc
     return grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}: {error}"
 
 
+_GONE = (grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+async def _end(
+    error: BaseException, code: grpc.StatusCode, message: str, context: grpc.aio.ServicerContext
+) -> None:
+    """End an rpc that raised `error` with `code`: abort with it, or, when the caller went
+    away, raise `error` on. (Never returns.)"""
+    if code in _GONE:
+        raise error
+    await context.abort(code, message)
+
+
+def _record(
+    metrics: Metrics, label: str, method: str, code: grpc.StatusCode, started: float
+) -> None:
+    metrics.requests_of(label, method, code.name).inc()
+    metrics.request_latency_of(label, method).observe(time.perf_counter() - started)
+
+
 def _unary(
     method: str, fn: Callable, field: str, metrics: Metrics, known: Callable[[str], bool]
 ) -> Callable:
@@ -127,14 +147,10 @@ def _unary(
             return await fn(parsed(request), context)
         except BaseException as exc:
             code, message = _code(exc, context)
-            if code in (grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED):
-                raise
-            await context.abort(code, message)
+            await _end(exc, code, message, context)
         finally:
             name = getattr(request, field, "") if field else ""  # a Malformed request has none
-            label = name if known(name) else "unknown"
-            metrics.requests_of(label, method, code.name).inc()
-            metrics.request_latency_of(label, method).observe(time.perf_counter() - started)
+            _record(metrics, name if known(name) else "unknown", method, code, started)
 
     return handler
 
@@ -160,11 +176,8 @@ def _streaming(
                 yield reply
         except BaseException as exc:
             code, message = _code(exc, context)
-            if code in (grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED):
-                raise
-            await context.abort(code, message)
+            await _end(exc, code, message, context)
         finally:
-            metrics.requests_of(label, method, code.name).inc()
-            metrics.request_latency_of(label, method).observe(time.perf_counter() - started)
+            _record(metrics, label, method, code, started)
 
     return handler

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ganserve.server.core import Core, Generation
+from ganserve.server.core import Core, Generation, Plan
 from ganserve.server.errors import InvalidRequest, ModelNotFound, ModelUnavailable, WrongKind
 from ganserve.server.images import encode_pngs, float_pixels, model_input, pixels
 from ganserve.server.models import ModelVersion, shown
@@ -141,14 +141,21 @@ class GeneratorService(pb_grpc.GeneratorServicer):
         info.metadata.update(card.to_props())
         return info
 
+    async def _plan(self, mv: ModelVersion, request: Any, method: str, stream: bool) -> Plan:
+        """The checked plan of a Sample/Generate request (its encoding checked too)."""
+        self._kind(mv, method)
+        _itemsize(request.encoding)
+        return self.core.plan(mv, await self._generation(request), stream=stream)
+
+    def _check_reply_size(self, mv: ModelVersion, n: int, encoding: int) -> None:
+        card = mv.card
+        assert card is not None
+        self.core.check_reply_size(card, n, card.height, card.width, _itemsize(encoding))
+
     async def _unary(self, request: Any, method: str) -> pb.ImageBatch:
         async with self.core.lease(request.model, request.version) as mv:
-            self._kind(mv, method)
-            card = mv.card
-            assert card is not None
-            itemsize = _itemsize(request.encoding)
-            plan = self.core.plan(mv, await self._generation(request), stream=False)
-            self.core.check_reply_size(card, plan.count, card.height, card.width, itemsize)
+            plan = await self._plan(mv, request, method, stream=False)
+            self._check_reply_size(mv, plan.count, request.encoding)
             feeds = plan.inputs(0, plan.count)
             out = await self.core.run(mv, feeds)
             return await self._reply(
@@ -163,14 +170,9 @@ class GeneratorService(pb_grpc.GeneratorServicer):
 
     async def _stream(self, request: Any, method: str) -> AsyncIterator[pb.ImageBatch]:
         async with self.core.lease(request.model, request.version) as mv:
-            self._kind(mv, method)
-            card = mv.card
-            assert card is not None
-            itemsize = _itemsize(request.encoding)
-            plan = self.core.plan(mv, await self._generation(request), stream=True)
+            plan = await self._plan(mv, request, method, stream=True)
             chunk = self.core.chunk_size(request.chunk_size)
-            n = min(chunk, plan.count)
-            self.core.check_reply_size(card, n, card.height, card.width, itemsize)
+            self._check_reply_size(mv, min(chunk, plan.count), request.encoding)
             async for lo, feeds, out in self.core.stream(plan, chunk):
                 start = plan.start_index + lo
                 yield await self._reply(
