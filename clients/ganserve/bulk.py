@@ -55,8 +55,9 @@ try:
 except ImportError:  # not on POSIX: jobs into one folder are not guarded against each other
     fcntl = None  # type: ignore[assignment]
 
-from ganserve.client import AsyncClient, RetryPolicy
-from ganserve.errors import GanserveError, InvalidArgument
+from ganserve.client import AsyncClient, RetryPolicy, read_token
+from ganserve.contract import balanced_labels
+from ganserve.errors import FolderLocked, GanserveError, InvalidArgument, UnexpectedReply
 from ganserve.manifest import (
     BOOKKEEPING,
     FORMATS,
@@ -145,10 +146,10 @@ class Job:
         return cls(**{**header, "class_names": tuple(header["class_names"])})
 
     def labels(self, start: int, n: int) -> np.ndarray | None:
-        """Balanced labels: index i shows class i mod num_classes (the server's rule)."""
+        """Balanced labels: index i shows class i mod num_classes (`ganserve.contract`)."""
         if not self.conditional:
             return None
-        return (np.arange(start, start + n, dtype=np.int64)) % self.num_classes
+        return balanced_labels(start, n, self.num_classes)
 
     def per_class(self, start: int, n: int) -> list[int] | None:
         """Images per class of the balanced labels of indices [start, start + n), counted
@@ -198,9 +199,9 @@ class _Exclusive:
                 f"out: cannot make the folder {self.out} ({exc.strerror})"
             ) from None
 
-    def _refuse(self, mine: str = "") -> InvalidArgument:
+    def _refuse(self, mine: str = "") -> FolderLocked:
         self.__exit__()
-        return InvalidArgument(
+        return FolderLocked(
             f"out: another job is writing to {self.out}{mine}; wait for it to finish, or "
             "use another folder (a finished or killed job leaves the folder free to resume)"
         )
@@ -405,9 +406,9 @@ class Dataset:
         if self.job.format == "npz":
             yield self.out / f"shard-{shard:05d}.npz"
             return
-        for i in range(start, start + n):
-            label = i % self.job.num_classes if self.job.conditional else None
-            yield self.folder(label) / f"{i:08d}.png"
+        labels = self.job.labels(start, n)
+        for k, i in enumerate(range(start, start + n)):
+            yield self.folder(None if labels is None else int(labels[k])) / f"{i:08d}.png"
 
     def expected(self, shard: int) -> dict[str, Any]:
         """The manifest record of one shard, but for its checksum: the job's layout alone."""
@@ -427,10 +428,21 @@ class Dataset:
             "files": files,
         }
 
-    def write(self, shard: int, pixels: np.ndarray) -> dict:
-        """Write one shard atomically and return its manifest record."""
+    def write(self, shard: int, pixels: np.ndarray, labels: np.ndarray | None = None) -> dict:
+        """Write one shard atomically and return its manifest record. `labels` are the ones
+        the server returned with the images (conditional models): what is written, once they
+        are checked to be the job's balanced labels (UnexpectedReply, nothing written, when
+        they are not: the manifest's per-class counts and the folders must tell the truth)."""
         start, n = self.job.span(shard)
-        labels = self.job.labels(start, n)
+        expected = self.job.labels(start, n)
+        if expected is not None and (labels is None or not np.array_equal(labels, expected)):
+            got = "none" if labels is None else f"{labels[:8].tolist()}..."
+            raise UnexpectedReply(
+                f"shard {shard}: the server returned labels {got}, not the balanced labels "
+                f"{expected[:8].tolist()}... of images {start} .. {start + n - 1}; "
+                "nothing of the shard is written"
+            )
+        labels = expected
         files = list(self.files(shard))
         if self.job.format == "npz":
             arrays = {"images": pixels, "indices": np.arange(start, start + n, dtype=np.int64)}
@@ -623,11 +635,15 @@ async def run_job(
                     if conditional
                     else client.sample_stream(model, n, **kwargs)
                 )
-                chunks = []
+                chunks, labels = [], []
                 async for batch in stream:
                     chunks.append(batch.pixels)
+                    if batch.labels is not None:
+                        labels.append(batch.labels)
                     progress.add(len(batch))
-                record = await asyncio.to_thread(dataset.write, shard, np.concatenate(chunks))
+                returned = np.concatenate(labels) if labels else None
+                pixels = np.concatenate(chunks)
+                record = await asyncio.to_thread(dataset.write, shard, pixels, returned)
                 dataset.manifest.append(record)
                 records[shard] = record
 
@@ -766,13 +782,7 @@ def _job_flags(p: Any, shard_size: int) -> None:
 
 def _security(args: Any) -> dict[str, Any]:
     """run_job's `tls` and `token` from --tls-ca and --token-file."""
-    token = None
-    if args.token_file is not None:
-        try:
-            token = args.token_file.read_text().strip()
-        except OSError as exc:
-            message = f"--token-file: cannot read {args.token_file} ({exc.strerror})"
-            raise InvalidArgument(message) from None
+    token = None if args.token_file is None else read_token(args.token_file)
     return {"tls": args.tls_ca or False, "token": token}
 
 

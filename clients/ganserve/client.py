@@ -40,7 +40,9 @@ import numpy as np
 
 from ganserve import _wire
 from ganserve.errors import RETRYABLE, InvalidArgument, from_rpc_error
-from ganserve.types import Images, ModelInfo
+from ganserve.oip import grpc_service_pb2 as oip
+from ganserve.oip import grpc_service_pb2_grpc as oip_grpc
+from ganserve.types import Images, ModelInfo, RepositoryModel
 from ganserve.v1 import ganserve_pb2 as pb
 from ganserve.v1 import ganserve_pb2_grpc as pb_grpc
 
@@ -123,6 +125,19 @@ def _targets(addresses: list[str], tls: bool) -> list[tuple[str, str | None]]:
     return joined + alone
 
 
+def read_token(path: str | Path) -> str:
+    """The bearer token a file holds (the file's text, stripped): how the SDK's commands read
+    --token-file. InvalidArgument naming the file when it cannot be read or is empty."""
+    try:
+        token = Path(path).read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise InvalidArgument(f"--token-file: cannot read {path} ({reason})") from None
+    if not token:
+        raise InvalidArgument(f"--token-file: {path} is empty")
+    return token
+
+
 def _credentials(
     tls: bool | str | Path | grpc.ChannelCredentials,
 ) -> grpc.ChannelCredentials | None:
@@ -181,12 +196,19 @@ class _Base:
                 else module.insecure_channel(target, options + extra)
             )
         self._stubs = [pb_grpc.GeneratorStub(c) for c in self._channels]
+        # model control is the Open Inference Protocol's repository extension, on the same port
+        self._oip_stubs = [oip_grpc.GRPCInferenceServiceStub(c) for c in self._channels]
         self._next = itertools.cycle(range(len(self._stubs)))
 
-    def _attempt(self, deadline: float) -> tuple[pb_grpc.GeneratorStub, float]:
+    def _attempt(self, deadline: float, oip: bool = False) -> tuple[Any, float]:
         """The next channel's stub (there is one unless DNS names were listed) and the time
         left for this attempt."""
-        return self._stubs[next(self._next)], max(0.001, deadline - time.monotonic())
+        stubs = self._oip_stubs if oip else self._stubs
+        return stubs[next(self._next)], max(0.001, deadline - time.monotonic())
+
+    @staticmethod
+    def _index(reply: Any) -> list[RepositoryModel]:
+        return [RepositoryModel(m.name, m.version, m.state, m.reason) for m in reply.models]
 
     def _wait_before_retry(self, exc: grpc.RpcError, attempt: int, deadline: float) -> float:
         """How long to back off before the next attempt; raises the SDK error when the failure
@@ -215,10 +237,10 @@ class Client(_Base):
         for channel in self._channels:
             channel.close()
 
-    def _call(self, method: str, request: Any, timeout: float | None) -> Any:
+    def _call(self, method: str, request: Any, timeout: float | None, oip: bool = False) -> Any:
         deadline = time.monotonic() + (timeout or self.timeout)
         for attempt in itertools.count():
-            stub, left = self._attempt(deadline)
+            stub, left = self._attempt(deadline, oip)
             try:
                 return getattr(stub, method)(request, timeout=left, metadata=self._metadata)
             except grpc.RpcError as exc:
@@ -250,6 +272,28 @@ class Client(_Base):
     def list_models(self, *, timeout: float | None = None) -> list[ModelInfo]:
         reply = self._call("ListModels", pb.ListModelsRequest(), timeout)
         return [_wire.model_info(m) for m in reply.models]
+
+    # -- model control (the server runs --model-control explicit for load and unload) --------
+
+    def repository_index(
+        self, *, ready: bool = False, timeout: float | None = None
+    ) -> list[RepositoryModel]:
+        """Every version in the server's repository (only ready ones with `ready`)."""
+        reply = self._call(
+            "RepositoryIndex", oip.RepositoryIndexRequest(ready=ready), timeout, True
+        )
+        return self._index(reply)
+
+    def load_model(self, name: str, *, timeout: float | None = None) -> None:
+        """Load (or reload) model `name` from the server's repository folder; returns once a
+        version of it serves."""
+        request = oip.RepositoryModelLoadRequest(model_name=name)
+        self._call("RepositoryModelLoad", request, timeout, True)
+
+    def unload_model(self, name: str, *, timeout: float | None = None) -> None:
+        """Stop serving every version of `name` (calls in flight finish first)."""
+        request = oip.RepositoryModelUnloadRequest(model_name=name)
+        self._call("RepositoryModelUnload", request, timeout, True)
 
     def describe_model(
         self, model: str, *, version: int = 0, timeout: float | None = None
@@ -419,10 +463,12 @@ class AsyncClient(_Base):
         for channel in self._channels:
             await channel.close()
 
-    async def _call(self, method: str, request: Any, timeout: float | None) -> Any:
+    async def _call(
+        self, method: str, request: Any, timeout: float | None, oip: bool = False
+    ) -> Any:
         deadline = time.monotonic() + (timeout or self.timeout)
         for attempt in itertools.count():
-            stub, left = self._attempt(deadline)
+            stub, left = self._attempt(deadline, oip)
             try:
                 return await getattr(stub, method)(request, timeout=left, metadata=self._metadata)
             except grpc.RpcError as exc:
@@ -455,6 +501,23 @@ class AsyncClient(_Base):
     async def list_models(self, *, timeout: float | None = None) -> list[ModelInfo]:
         reply = await self._call("ListModels", pb.ListModelsRequest(), timeout)
         return [_wire.model_info(m) for m in reply.models]
+
+    async def repository_index(
+        self, *, ready: bool = False, timeout: float | None = None
+    ) -> list[RepositoryModel]:
+        """Every version in the server's repository (only ready ones with `ready`)."""
+        request = oip.RepositoryIndexRequest(ready=ready)
+        return self._index(await self._call("RepositoryIndex", request, timeout, True))
+
+    async def load_model(self, name: str, *, timeout: float | None = None) -> None:
+        """Load (or reload) model `name`; returns once a version of it serves."""
+        request = oip.RepositoryModelLoadRequest(model_name=name)
+        await self._call("RepositoryModelLoad", request, timeout, True)
+
+    async def unload_model(self, name: str, *, timeout: float | None = None) -> None:
+        """Stop serving every version of `name` (calls in flight finish first)."""
+        request = oip.RepositoryModelUnloadRequest(model_name=name)
+        await self._call("RepositoryModelUnload", request, timeout, True)
 
     async def describe_model(
         self, model: str, *, version: int = 0, timeout: float | None = None

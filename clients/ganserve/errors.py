@@ -68,6 +68,20 @@ class ServerError(GanserveError):
     """Anything else the server reported (INTERNAL, UNKNOWN, ...)."""
 
 
+class JobError(GanserveError):
+    """A bulk job (`ganserve.bulk`) cannot go on with its output folder as it is; the message
+    says what to do. Local: no status code."""
+
+
+class FolderLocked(JobError):
+    """Another job (or this worker, started twice) is writing to the output folder."""
+
+
+class UnexpectedReply(JobError):
+    """The server answered with something other than what the job asked for (e.g. other
+    labels than the balanced ones): nothing of it is written."""
+
+
 _BY_CODE: dict[grpc.StatusCode, type[GanserveError]] = {
     cls.code: cls  # type: ignore[misc]
     for cls in (

@@ -6,7 +6,7 @@ later line is the record of one finished shard, appended. A generation job's hea
 GENERATION_JOB's fields, a translation job's TRANSLATION_JOB's (`sources`: the sources'
 checksum), and their records GENERATION_RECORD's and TRANSLATION_RECORD's: every field present,
 of its type and range, no other field. `read_manifest` checks each line against them and raises
-`ManifestError` (an `InvalidArgument`) naming the file, the line and the field. One exception:
+`ManifestError` (a `JobError`) naming the file, the line and the field. One exception:
 a later line that is not JSON and starts like a record, or is the last and unterminated, is a
 record torn by a kill; it is skipped, and its shard is simply redone. Whether a well-formed
 record says what its job's layout gives (its start index, count, labels, files) is the
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any
 
-from ganserve.errors import InvalidArgument
+from ganserve.errors import InvalidArgument, JobError
 
 MANIFEST = "manifest.jsonl"
 WORKER_GLOB = "manifest.worker-*-of-*.jsonl"
@@ -45,7 +45,7 @@ def short(value: Any) -> str:
     return _SHORT.repr(value)
 
 
-class ManifestError(InvalidArgument):
+class ManifestError(JobError, ValueError):
     """A manifest that cannot be read or breaks its schema; the message names the file, the
     line and the field, on one line."""
 

@@ -42,6 +42,17 @@ class ModelInfo:
 
 
 @dataclass(frozen=True)
+class RepositoryModel:
+    """One version in a server's model repository (the Open Inference Protocol's index):
+    `state` READY, LOADING or UNAVAILABLE, and why when it is not ready."""
+
+    name: str
+    version: str
+    state: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class Images:
     """Generated images: `pixels` uint8 [N, H, W, C] (or float32 in [-1, 1] when asked)."""
 

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ import pytest
 
 from ganserve.bulk import MANIFEST, Manifest, _Exclusive, merge, run_job, verify, worker_manifest
 from ganserve.cli import main
-from ganserve.errors import InvalidArgument
+from ganserve.errors import FolderLocked, InvalidArgument
 from ganserve.png import encode_png
 from tests.servers import CGAN, DCGAN, MODELS, PIX2PIX, RunningServer
 
@@ -97,7 +98,7 @@ def test_two_jobs_into_one_folder_one_is_refused_the_other_finishes(
     # Either may take the folder first: each describes the model before it takes it.
     done, refused = sorted(asyncio.run(both()), key=lambda r: not isinstance(r, dict))
     assert isinstance(done, dict) and done["images"] == 300
-    assert isinstance(refused, InvalidArgument) and "another job is writing" in str(refused)
+    assert isinstance(refused, FolderLocked) and "another job is writing" in str(refused)
     assert verify(out) == []
     assert job(server, out, count=300, shard_size=50)["images"] == 300  # the folder is free again
 
@@ -277,7 +278,7 @@ def test_merge_refuses_a_job_whose_workers_have_not_all_finished(
     with pytest.raises(InvalidArgument, match="run that shard's worker again"):
         merge(out)
     job(server, out, count=600, worker_index=1, workers=2)  # resumes: remakes shard 3 only
-    with _Exclusive(out, worker_manifest(1, 2)), pytest.raises(InvalidArgument, match="writing"):
+    with _Exclusive(out, worker_manifest(1, 2)), pytest.raises(FolderLocked, match="writing"):
         merge(out)  # a worker still holds the folder
     assert merge(out)["shards"] == 6 and verify(out) == []
 
@@ -420,7 +421,7 @@ def test_a_worker_holds_its_lock_while_its_manifest_is_replaced(tmp_path: Path) 
     out, mine = tmp_path / "ds", worker_manifest(0, 2)
     with _Exclusive(out, mine):
         Manifest(out, {"model": "m"}, mine).finish({})  # a new file (inode) under the name
-        with pytest.raises(InvalidArgument, match="as this worker"), _Exclusive(out, mine):
+        with pytest.raises(FolderLocked, match="as this worker"), _Exclusive(out, mine):
             pass
         with _Exclusive(out, worker_manifest(1, 2)):  # the other worker shares the folder
             pass
@@ -483,3 +484,38 @@ def test_a_job_completion_index_that_is_not_a_number_is_one_line(
         main([*GENERATE, "--server", server.address, "--out", str(tmp_path / "ds")])
     assert info.value.code == 2 and "JOB_COMPLETION_INDEX: 'abc'" in capsys.readouterr().err
     assert not (tmp_path / "ds").exists()
+
+
+def test_a_shard_is_written_with_the_servers_labels_and_never_with_other_ones(
+    tmp_path: Path,
+) -> None:
+    from ganserve.bulk import Dataset, Job
+    from ganserve.errors import JobError, UnexpectedReply
+
+    job = Job("m", 1, 20, format="npz", shard_size=10, conditional=True, num_classes=10)
+    job = replace(job, class_names=tuple(str(c) for c in range(10)))
+    dataset = Dataset(tmp_path, job)
+    pixels = np.zeros((10, 2, 2, 1), np.uint8)
+    good = (np.arange(10, 20) % 10).astype(np.int64)
+    record = dataset.write(1, pixels, good)
+    with np.load(tmp_path / "shard-00001.npz") as shard:
+        assert shard["labels"].tolist() == good.tolist()
+    assert record["labels"] == [1] * 10
+    for wrong in (np.roll(good, 1), None):
+        with pytest.raises(UnexpectedReply, match="not the balanced labels") as raised:
+            dataset.write(0, pixels, wrong)
+        assert isinstance(raised.value, JobError)
+        assert not isinstance(raised.value, InvalidArgument)
+    assert not (tmp_path / "shard-00000.npz").exists()
+
+
+def test_a_locked_folder_is_a_job_error_not_an_invalid_argument(tmp_path: Path) -> None:
+    from ganserve.errors import JobError
+
+    with (
+        _Exclusive(tmp_path),
+        pytest.raises(FolderLocked, match="another job") as raised,
+        _Exclusive(tmp_path),
+    ):
+        pass
+    assert isinstance(raised.value, JobError) and not isinstance(raised.value, InvalidArgument)
