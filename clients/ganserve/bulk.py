@@ -56,7 +56,7 @@ except ImportError:  # not on POSIX: jobs into one folder are not guarded agains
     fcntl = None  # type: ignore[assignment]
 
 from ganserve.client import AsyncClient, RetryPolicy, read_token
-from ganserve.contract import balanced_labels
+from ganserve.contract import INDEX_SPACE, SEEDS, balanced_labels
 from ganserve.errors import FolderLocked, GanserveError, InvalidArgument, UnexpectedReply
 from ganserve.manifest import (
     BOOKKEEPING,
@@ -554,10 +554,10 @@ def _check_job(
         raise InvalidArgument("shard_size, streams: must be at least 1")
     if (count is None) == (per_class is None):
         raise InvalidArgument("count, per_class: give exactly one")
-    if not 0 <= seed < 2**64:  # the latent contract's unsigned 64 bits
+    if not 0 <= seed < SEEDS:
         raise InvalidArgument(f"seed: {seed}; must be an integer from 0 to 2^64 - 1")
     for name, n in (("count", count), ("per_class", per_class)):
-        if n is not None and not 1 <= n <= 2**64:
+        if n is not None and not 1 <= n <= INDEX_SPACE:
             raise InvalidArgument(f"{name}: {n}; must be an integer from 1 to 2^64")
 
 
@@ -600,7 +600,7 @@ async def run_job(
                 )
             count = per_class * info.num_classes
         assert count is not None
-        if count > 2**64:
+        if count > INDEX_SPACE:
             raise InvalidArgument(
                 f"per_class: {per_class} images of {info.num_classes} classes; more than 2^64"
             )

@@ -7,7 +7,9 @@ import these instead of restating them, so a caller and the server can never dis
 - `image_count`: how many images a Sample/Generate request asks for, and which field says so
   (`request_count` for a ganserve.v1 message);
 - `balanced_labels`: the labels of a balanced request (image index i shows class i mod C);
-- `MAX_CHUNK_SIZE`: the most images one streamed message may hold.
+- `MAX_CHUNK_SIZE`: the most images one streamed message may hold;
+- `INDEX_SPACE` and `SEEDS`: image indices and seeds are unsigned 64-bit (a job's count, its
+  shards' spans and a manifest's claims all stay inside them).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 MAX_VERSION = 2**63 - 1  # the wire's int64
 MAX_CHUNK_SIZE = 4096  # images per streamed message (a request's chunk_size, or the default)
 INDEX_SPACE = 2**64  # image indices (start_index + i) are uint64: start + count <= 2^64
+SEEDS = 2**64  # a seed is uint64: 0 to 2^64 - 1
 _VERSION = re.compile(r"[1-9][0-9]{0,18}")  # ASCII only: str.isdigit() also takes '²'
 
 

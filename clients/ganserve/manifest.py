@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any
 
+from ganserve.contract import INDEX_SPACE, SEEDS
 from ganserve.errors import InvalidArgument, JobError
 
 MANIFEST = "manifest.jsonl"
@@ -97,8 +98,8 @@ _SHA256 = Field(
     lambda v: isinstance(v, str) and re.fullmatch("[0-9a-f]{64}", v) is not None,
 )
 _VERSION = _integer(1)  # a repository's version folders are 1, 2, ...
-_SEED = _integer(0, 2**64 - 1)  # the latent contract's unsigned 64 bits
-_COUNT = _integer(1, 2**64)  # start index + count fit in 64 bits
+_SEED = _integer(0, SEEDS - 1)  # ganserve.contract: seeds are uint64
+_COUNT = _integer(1, INDEX_SPACE)  # start index + count stay in the index space
 _PATHS = Field(
     "a list of relative paths inside the dataset folder",
     lambda v: isinstance(v, list) and all(_relative(p) for p in v),
