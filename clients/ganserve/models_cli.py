@@ -13,15 +13,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import grpc
-
+from ganserve.channels import read_token
 from ganserve.client import Client
-from ganserve.errors import GanserveError, from_rpc_error
-from ganserve.oip import grpc_service_pb2 as oip
-from ganserve.oip import grpc_service_pb2_grpc as oip_grpc
+from ganserve.errors import GanserveError
 
 
 def main(argv: Sequence[str]) -> int:
+    """Run `ganserve models`: status 0 done, 1 the server refused, 2 a usage or setup error."""
     p = argparse.ArgumentParser(
         prog="ganserve models", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
@@ -35,30 +33,25 @@ def main(argv: Sequence[str]) -> int:
     if args.action != "list" and not args.name:
         p.error(f"{args.action}: name the model")
     try:
-        token = args.token_file.read_text().strip() if args.token_file else None
-        # the SDK's channel: the same TLS, token, message limits and balancing as every call
+        token = read_token(args.token_file)
         client = Client(args.server, tls=args.tls_ca or False, token=token, timeout=args.timeout)
-    except (GanserveError, OSError) as exc:
+    except GanserveError as exc:
         print(f"ganserve models: {exc}", file=sys.stderr)
         return 2
     with client:
-        stub = oip_grpc.GRPCInferenceServiceStub(client._channels[0])
-        options = {"timeout": args.timeout, "metadata": client._metadata}
         try:
             if args.action == "load":
-                request = oip.RepositoryModelLoadRequest(model_name=args.name)
-                stub.RepositoryModelLoad(request, **options)
+                client.load_model(args.name)
                 print(f"loaded {args.name}")
             elif args.action == "unload":
-                request = oip.RepositoryModelUnloadRequest(model_name=args.name)
-                stub.RepositoryModelUnload(request, **options)
+                client.unload_model(args.name)
                 print(f"unloaded {args.name}")
-            index = stub.RepositoryIndex(oip.RepositoryIndexRequest(), **options)
-        except grpc.RpcError as exc:
-            print(f"ganserve models {args.action}: {from_rpc_error(exc)}", file=sys.stderr)
+            index = client.repository_index()
+        except GanserveError as exc:
+            print(f"ganserve models {args.action}: {exc}", file=sys.stderr)
             return 1
     if args.action == "list":
-        for model in index.models:
+        for model in index:
             reason = f"  ({model.reason})" if model.reason else ""
             print(f"{model.name:24} {model.version:>4}  {model.state}{reason}")
     return 0

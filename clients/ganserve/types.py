@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -9,6 +10,8 @@ import numpy as np
 
 from ganserve.png import encode_png
 from ganserve.tensor import to_uint8
+
+Labels = Sequence[int] | np.ndarray  # one class per image, as the clients take them
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,16 @@ class ModelInfo:
     metadata: dict[str, str] = field(default_factory=dict)
     # translation: output height and width per source pixel (super-resolution: 2 or 4)
     scale: int = 1
+
+
+@dataclass(frozen=True)
+class RepositoryModel:
+    """One version of a model in the server's repository (`Client.repository_index`)."""
+
+    name: str
+    version: int  # 0: the server named no version (a model it knows of but has not loaded)
+    state: str  # as the Open Inference Protocol's index says: READY, LOADING, UNAVAILABLE, ...
+    reason: str = ""  # why it is not ready, when it is not
 
 
 @dataclass(frozen=True)
