@@ -34,7 +34,7 @@ __all__ = ["DEFAULT_TIMEOUT", "AsyncClient", "Client", "RetryPolicy"]
 
 class Client(Base):
     """Blocking client. `address` is one gRPC target ("host:port", "dns:///name:port") or a
-    list of "host:port" addresses, balanced by gRPC's round_robin (see the module's doc)."""
+    list of "host:port" addresses, balanced by gRPC's round_robin (see `ganserve.channels`)."""
 
     def __enter__(self) -> Client:
         return self

@@ -87,7 +87,7 @@ async def run_job(
     worker_index: int = 0,
     workers: int = 1,
 ) -> dict[str, Any]:
-    """Make (or finish) the dataset; returns a summary. See the module docstring. `tls` and
+    """Make (or finish) the dataset; returns a summary. See `ganserve.bulk`'s docstring. `tls` and
     `token` are the clients' (a CA file, and a bearer token). With `workers` > 1 this process
     makes only the shards k with k % workers == worker_index, into the same folder as the
     other workers, each with a manifest of its own; `merge` assembles `manifest.jsonl` once

@@ -47,7 +47,7 @@ _DEVICE_NAMES = {"con", "prn", "aux", "nul"} | {
 
 def class_folders(class_names: Sequence[str]) -> tuple[str, ...]:
     """The png format's folder of each class: its name when that is a plain folder name, else
-    `_<label>` (the rule is in the module docstring)."""
+    `_<label>` (the rule is in `ganserve.bulk`'s docstring)."""
     lowered = [name.lower() for name in class_names]
     return tuple(
         name
@@ -233,7 +233,7 @@ class Dataset:
 
     def problem(self, shard: int, record: dict[str, Any]) -> str | None:
         """Why a (well-formed) record of this job cannot be trusted, or None: it must say what
-        the job's layout gives, and its files must match it (see the module docstring)."""
+        the job's layout gives, and its files must match it (see `ganserve.bulk`'s docstring)."""
         if shard >= self.job.shards:
             return f"shard {shard}: beyond the job's {self.job.shards} shards"
         problem = claims(record, self.expected(shard)) or files_problem(
