@@ -12,22 +12,27 @@ modules live in clients/ganserve/, `ganserve.server` in server/, `ganserve.train
 training/, `ganserve.export` in export/.
 """
 
-from ganserve.client import AsyncClient, Client, RetryPolicy
+from ganserve.client import AsyncClient, Client
 from ganserve.errors import (
     Cancelled,
     DeadlineExceeded,
+    FolderLocked,
     GanserveError,
     InvalidArgument,
+    JobError,
+    ManifestError,
     NotFound,
     Overloaded,
     ServerError,
     Unauthenticated,
     Unavailable,
+    UnexpectedReply,
     WrongModelKind,
 )
 from ganserve.latent import latents
 from ganserve.png import encode_png
-from ganserve.types import Images, ModelInfo, VersionState
+from ganserve.retry import RetryPolicy
+from ganserve.types import Images, ModelInfo, RepositoryModel, VersionState
 
 __version__ = "0.1.0"
 __all__ = [
@@ -35,16 +40,21 @@ __all__ = [
     "Cancelled",
     "Client",
     "DeadlineExceeded",
+    "FolderLocked",
     "GanserveError",
     "Images",
     "InvalidArgument",
+    "JobError",
+    "ManifestError",
     "ModelInfo",
     "NotFound",
     "Overloaded",
+    "RepositoryModel",
     "RetryPolicy",
     "ServerError",
     "Unauthenticated",
     "Unavailable",
+    "UnexpectedReply",
     "VersionState",
     "WrongModelKind",
     "__version__",

@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from ganserve.contract import request_count
+from ganserve.contract import parse_version, request_count
 from ganserve.errors import InvalidArgument
 from ganserve.tensor import from_tensor, to_tensor
-from ganserve.types import Images, ModelInfo, VersionState
+from ganserve.types import Images, ModelInfo, RepositoryModel, VersionState
 from ganserve.v1 import ganserve_pb2 as pb
 
 ENCODINGS = {"uint8": pb.RAW_UINT8, "float32": pb.RAW_FLOAT32}
@@ -129,6 +129,14 @@ def model_info(info: pb.ModelInfo) -> ModelInfo:
         metadata=dict(info.metadata),
         scale=info.scale or 1,  # servers before super-resolution leave it unset
     )
+
+
+def repository_models(reply: Any) -> list[RepositoryModel]:
+    """The entries of an Open Inference Protocol RepositoryIndexResponse."""
+    return [
+        RepositoryModel(m.name, parse_version(m.version) or 0, m.state, m.reason)
+        for m in reply.models
+    ]
 
 
 def total(request: Any) -> int:

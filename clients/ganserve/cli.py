@@ -34,19 +34,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         return serve_main(rest)
     if command == "generate":
-        from ganserve.bulk import main_generate
+        from ganserve.bulk_cli import main_generate
 
         return main_generate(rest)
     if command == "translate":
-        from ganserve.bulk import main_translate
+        from ganserve.bulk_cli import main_translate
 
         return main_translate(rest)
     if command == "merge":
-        from ganserve.bulk import main_merge
+        from ganserve.bulk_cli import main_merge
 
         return main_merge(rest)
     if command == "verify":
-        from ganserve.bulk import main_verify
+        from ganserve.bulk_cli import main_verify
 
         return main_verify(rest)
     if command == "models":

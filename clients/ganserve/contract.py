@@ -6,7 +6,8 @@ import these instead of restating them, so a caller and the server can never dis
 - `parse_version`: how a model version is written (folder names, OIP version strings);
 - `image_count`: how many images a Sample/Generate request asks for, and which field says so
   (`request_count` for a ganserve.v1 message);
-- `balanced_labels`: the labels of a balanced request (image index i shows class i mod C);
+- `balanced_labels`: the labels of a balanced request (image index i shows class i mod C), and
+  `balanced_counts`, how many of a span's images show each class;
 - `MAX_CHUNK_SIZE`: the most images one streamed message may hold;
 - `INDEX_SPACE` and `SEEDS`: image indices and seeds are unsigned 64-bit (a job's count, its
   shards' spans and a manifest's claims all stay inside them).
@@ -63,3 +64,13 @@ def balanced_labels(first: int, n: int, num_classes: int) -> np.ndarray:
     class i mod `num_classes` (computed without int64 overflow anywhere in the index space)."""
     offset = first % num_classes
     return (np.arange(n, dtype=np.int64) + offset) % num_classes
+
+
+def balanced_counts(first: int, n: int, num_classes: int) -> list[int]:
+    """How many of `balanced_labels(first, n, num_classes)` show each class, counted without
+    making them (a span may be up to 2^64 long)."""
+
+    def below(x: int) -> list[int]:  # indices i < x with i mod num_classes == label
+        return [(x - label + num_classes - 1) // num_classes for label in range(num_classes)]
+
+    return [b - a for a, b in zip(below(first), below(first + n), strict=True)]

@@ -1,4 +1,21 @@
-"""One exception tree for every failure the service reports, mapped from gRPC status codes."""
+"""One exception tree for every failure the SDK reports: the service's, mapped from gRPC status
+codes in one table, and the bulk jobs' own (no status code: they happen on the caller's side).
+
+    GanserveError
+    ├── InvalidArgument (ValueError)     INVALID_ARGUMENT, or a bad argument to an SDK call
+    ├── NotFound (LookupError)           NOT_FOUND
+    ├── WrongModelKind                   FAILED_PRECONDITION
+    ├── Overloaded                       RESOURCE_EXHAUSTED (retried first)
+    ├── Unavailable (ConnectionError)    UNAVAILABLE (retried first)
+    ├── DeadlineExceeded (TimeoutError)  DEADLINE_EXCEEDED
+    ├── Cancelled                        CANCELLED (retried first)
+    ├── Unauthenticated (PermissionError) UNAUTHENTICATED
+    ├── ServerError                      anything else
+    └── JobError                         a bulk job cannot go on (`ganserve.bulk`)
+        ├── FolderLocked                 another job is writing to the output folder
+        ├── ManifestError                a manifest that cannot be read or breaks its schema
+        └── UnexpectedReply              the server answered other than the job asked
+"""
 
 from __future__ import annotations
 
@@ -69,17 +86,21 @@ class ServerError(GanserveError):
 
 
 class JobError(GanserveError):
-    """A bulk job (`ganserve.bulk`) cannot go on with its output folder as it is; the message
-    says what to do. Local: no status code."""
+    """A bulk job cannot go on for a reason of its own, not the server's status (no `code`)."""
 
 
 class FolderLocked(JobError):
-    """Another job (or this worker, started twice) is writing to the output folder."""
+    """Another job (or this worker in another process) is writing to the output folder."""
+
+
+class ManifestError(JobError):
+    """A manifest that cannot be read or breaks its schema; the message names the file, the
+    line and the field, on one line."""
 
 
 class UnexpectedReply(JobError):
-    """The server answered with something other than what the job asked for (e.g. other
-    labels than the balanced ones): nothing of it is written."""
+    """The server's reply is not what the job asked for (e.g. other labels than the job's
+    layout gives): nothing of it is written."""
 
 
 _BY_CODE: dict[grpc.StatusCode, type[GanserveError]] = {

@@ -13,11 +13,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ganserve.client import Client, RetryPolicy, read_token
+from ganserve.channels import read_token
+from ganserve.client import Client
 from ganserve.errors import GanserveError
 
 
 def main(argv: Sequence[str]) -> int:
+    """Run `ganserve models`: status 0 done, 1 the server refused, 2 a usage or setup error."""
     p = argparse.ArgumentParser(
         prog="ganserve models", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
@@ -31,17 +33,9 @@ def main(argv: Sequence[str]) -> int:
     if args.action != "list" and not args.name:
         p.error(f"{args.action}: name the model")
     try:
-        token = read_token(args.token_file) if args.token_file else None
-        # the SDK's channel: the same TLS, token, message limits and balancing as every call;
-        # one attempt: an operator's command says at once what the server answered
-        client = Client(
-            args.server,
-            tls=args.tls_ca or False,
-            token=token,
-            timeout=args.timeout,
-            retry=RetryPolicy(max_attempts=1),
-        )
-    except (GanserveError, OSError) as exc:
+        token = read_token(args.token_file)
+        client = Client(args.server, tls=args.tls_ca or False, token=token, timeout=args.timeout)
+    except GanserveError as exc:
         print(f"ganserve models: {exc}", file=sys.stderr)
         return 2
     with client:

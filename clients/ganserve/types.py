@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -9,6 +10,8 @@ import numpy as np
 
 from ganserve.png import encode_png
 from ganserve.tensor import to_uint8
+
+Labels = Sequence[int] | np.ndarray  # one class per image, as the clients take them
 
 
 @dataclass(frozen=True)
@@ -43,13 +46,12 @@ class ModelInfo:
 
 @dataclass(frozen=True)
 class RepositoryModel:
-    """One version in a server's model repository (the Open Inference Protocol's index):
-    `state` READY, LOADING or UNAVAILABLE, and why when it is not ready."""
+    """One version of a model in the server's repository (`Client.repository_index`)."""
 
     name: str
-    version: str
-    state: str
-    reason: str = ""
+    version: int  # 0: the server named no version (a model it knows of but has not loaded)
+    state: str  # as the Open Inference Protocol's index says: READY, LOADING, UNAVAILABLE, ...
+    reason: str = ""  # why it is not ready, when it is not
 
 
 @dataclass(frozen=True)

@@ -11,17 +11,27 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from ganserve.bulk import MANIFEST, Manifest, _Exclusive, merge, run_job, verify, worker_manifest
+from ganserve.async_client import AsyncClient
+from ganserve.bulk import (
+    MANIFEST,
+    FolderLock,
+    Manifest,
+    merge,
+    run_job,
+    verify,
+    worker_manifest,
+)
 from ganserve.cli import main
-from ganserve.errors import FolderLocked, InvalidArgument
+from ganserve.errors import FolderLocked, InvalidArgument, JobError, UnexpectedReply
 from ganserve.png import encode_png
+from ganserve.types import Images
 from tests.servers import CGAN, DCGAN, MODELS, PIX2PIX, RunningServer
 
 
@@ -99,6 +109,7 @@ def test_two_jobs_into_one_folder_one_is_refused_the_other_finishes(
     done, refused = sorted(asyncio.run(both()), key=lambda r: not isinstance(r, dict))
     assert isinstance(done, dict) and done["images"] == 300
     assert isinstance(refused, FolderLocked) and "another job is writing" in str(refused)
+    assert isinstance(refused, JobError) and not isinstance(refused, InvalidArgument)
     assert verify(out) == []
     assert job(server, out, count=300, shard_size=50)["images"] == 300  # the folder is free again
 
@@ -278,8 +289,10 @@ def test_merge_refuses_a_job_whose_workers_have_not_all_finished(
     with pytest.raises(InvalidArgument, match="run that shard's worker again"):
         merge(out)
     job(server, out, count=600, worker_index=1, workers=2)  # resumes: remakes shard 3 only
-    with _Exclusive(out, worker_manifest(1, 2)), pytest.raises(FolderLocked, match="writing"):
-        merge(out)  # a worker still holds the folder
+    with FolderLock(out, worker_manifest(1, 2)):  # a worker still holds the folder
+        with pytest.raises(FolderLocked, match="writing"):
+            merge(out)
+        assert main(["merge", str(out)]) == 1  # not ready: the documented status
     assert merge(out)["shards"] == 6 and verify(out) == []
 
 
@@ -419,13 +432,13 @@ def test_an_out_that_is_a_file_or_cannot_be_made_is_one_line(
 
 def test_a_worker_holds_its_lock_while_its_manifest_is_replaced(tmp_path: Path) -> None:
     out, mine = tmp_path / "ds", worker_manifest(0, 2)
-    with _Exclusive(out, mine):
+    with FolderLock(out, mine):
         Manifest(out, {"model": "m"}, mine).finish({})  # a new file (inode) under the name
-        with pytest.raises(FolderLocked, match="as this worker"), _Exclusive(out, mine):
+        with pytest.raises(FolderLocked, match="as this worker"), FolderLock(out, mine):
             pass
-        with _Exclusive(out, worker_manifest(1, 2)):  # the other worker shares the folder
+        with FolderLock(out, worker_manifest(1, 2)):  # the other worker shares the folder
             pass
-    with _Exclusive(out, mine):  # free again
+    with FolderLock(out, mine):  # free again
         pass
 
 
@@ -486,36 +499,55 @@ def test_a_job_completion_index_that_is_not_a_number_is_one_line(
     assert not (tmp_path / "ds").exists()
 
 
-def test_a_shard_is_written_with_the_servers_labels_and_never_with_other_ones(
-    tmp_path: Path,
+def _replies_changed(
+    monkeypatch: pytest.MonkeyPatch, change: Callable[[Images], Images], method: str
 ) -> None:
-    from ganserve.bulk import Dataset, Job
-    from ganserve.errors import JobError, UnexpectedReply
+    """Every batch the job's client streams goes through `change`, as a faulty server's would."""
+    original = getattr(AsyncClient, method)
 
-    job = Job("m", 1, 20, format="npz", shard_size=10, conditional=True, num_classes=10)
-    job = replace(job, class_names=tuple(str(c) for c in range(10)))
-    dataset = Dataset(tmp_path, job)
-    pixels = np.zeros((10, 2, 2, 1), np.uint8)
-    good = (np.arange(10, 20) % 10).astype(np.int64)
-    record = dataset.write(1, pixels, good)
-    with np.load(tmp_path / "shard-00001.npz") as shard:
-        assert shard["labels"].tolist() == good.tolist()
-    assert record["labels"] == [1] * 10
-    for wrong in (np.roll(good, 1), None):
-        with pytest.raises(UnexpectedReply, match="not the balanced labels") as raised:
-            dataset.write(0, pixels, wrong)
-        assert isinstance(raised.value, JobError)
-        assert not isinstance(raised.value, InvalidArgument)
-    assert not (tmp_path / "shard-00000.npz").exists()
+    def patched(self: AsyncClient, *args: object, **kwargs: object) -> AsyncIterator[Images]:
+        async def changed() -> AsyncIterator[Images]:
+            async for batch in original(self, *args, **kwargs):
+                yield change(batch)
+
+        return changed()
+
+    monkeypatch.setattr(AsyncClient, method, patched)
 
 
-def test_a_locked_folder_is_a_job_error_not_an_invalid_argument(tmp_path: Path) -> None:
-    from ganserve.errors import JobError
+@pytest.mark.parametrize(
+    "change, needle",
+    [
+        (lambda b: replace(b, labels=(b.labels + 1) % 10), "labels"),  # another class each
+        (lambda b: replace(b, labels=None), "labels none"),  # no labels at all
+        (lambda b: replace(b, labels=b.labels[:-1], pixels=b.pixels[:-1]), "images for"),
+        (lambda b: replace(b, start_index=b.start_index + 1), "from index"),
+    ],
+)
+def test_a_reply_other_than_the_job_asked_for_is_a_job_error_and_nothing_is_written(
+    server: RunningServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    change: Callable[[Images], Images],
+    needle: str,
+) -> None:
+    out = tmp_path / "ds"
+    _replies_changed(monkeypatch, change, "generate_stream")
+    with pytest.raises(UnexpectedReply, match=needle) as info:
+        job(server, out, count=20, shard_size=10, streams=1, fmt="png")
+    assert isinstance(info.value, JobError) and "shard 0" in str(info.value)
+    assert not list(out.rglob("*.png"))  # nothing of the reply was written
+    assert len((out / MANIFEST).read_text().splitlines()) == 1  # the header, no record
+    argv = [*GENERATE, "--server", server.address, "--out", str(tmp_path / "cli")]
+    assert main(argv) == 2
+    one_line(capsys.readouterr().err, "ganserve generate", needle)
 
-    with (
-        _Exclusive(tmp_path),
-        pytest.raises(FolderLocked, match="another job") as raised,
-        _Exclusive(tmp_path),
-    ):
-        pass
-    assert isinstance(raised.value, JobError) and not isinstance(raised.value, InvalidArgument)
+
+def test_labels_from_an_unconditional_model_are_a_job_error(
+    server: RunningServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    labels = lambda b: replace(b, labels=np.zeros(len(b), np.int64))  # noqa: E731
+    _replies_changed(monkeypatch, labels, "sample_stream")
+    with pytest.raises(UnexpectedReply, match="unconditional"):
+        job(server, tmp_path / "ds", model=DCGAN, count=10)

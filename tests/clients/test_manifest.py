@@ -19,10 +19,19 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from ganserve.bulk import MANIFEST, Dataset, Job, merge, npz_bytes, verify, worker_manifest
+from ganserve.bulk import (
+    MANIFEST,
+    Dataset,
+    Job,
+    ManifestError,
+    merge,
+    npz_bytes,
+    read_manifest,
+    verify,
+    worker_manifest,
+)
 from ganserve.cli import main
 from ganserve.errors import InvalidArgument
-from ganserve.manifest import ManifestError, read_manifest
 
 DIGITS = tuple(str(i) for i in range(10))
 
@@ -34,9 +43,8 @@ def make_dataset(out: Path, fmt: str = "npz", count: int = 30, shard_size: int =
     out.mkdir(parents=True)
     records = {}
     for k in range(job.shards):
-        start, n = job.span(k)
-        pixels = np.full((n, 4, 4, 1), k, np.uint8)
-        records[k] = dataset.write(k, pixels, job.labels(start, n))  # as a server returns them
+        _, n = job.span(k)
+        records[k] = dataset.write(k, np.full((n, 4, 4, 1), k, np.uint8), job.labels(*job.span(k)))
     dataset.manifest.finish(records)
     return dataset
 
@@ -373,7 +381,7 @@ def test_any_bytes_as_a_manifest_give_an_answer_or_a_manifest_error(
     (out / worker_manifest(0, 1)).write_bytes(manifest)
     try:
         summary = merge(out)
-    except (InvalidArgument, ManifestError) as exc:  # a job error or a caller's
+    except (InvalidArgument, ManifestError) as exc:  # a worker missing, or one unreadable
         assert "\n" not in str(exc)
         (out / worker_manifest(0, 1)).unlink()
     else:

@@ -16,7 +16,7 @@ import pytest
 import ganserve
 from bench.echo_server import Echo
 from ganserve import AsyncClient, Client
-from ganserve.client import _targets
+from ganserve.channels import targets as channel_targets
 from ganserve.v1 import ganserve_pb2_grpc as pb_grpc
 from tests.servers import CGAN, DCGAN, PIX2PIX, RunningServer
 
@@ -29,6 +29,9 @@ PUBLIC = [
     "translate_png",
     "sample_stream",
     "generate_stream",
+    "repository_index",
+    "load_model",
+    "unload_model",
 ]
 
 
@@ -87,6 +90,44 @@ def test_sync_and_async_clients_have_the_same_methods_and_signatures() -> None:
             str(inspect.signature(sync)).replace("Iterator", "AsyncIterator")
             == str(inspect.signature(aio))
         ), name
+
+
+def test_every_public_method_is_in_the_mirrored_list() -> None:
+    for cls in (Client, AsyncClient):
+        methods = {n for n, v in vars(cls).items() if inspect.isfunction(v) and n[0] != "_"}
+        assert methods - {"close"} == set(PUBLIC), cls
+
+
+def test_model_control_loads_and_unloads_on_request(make_server: Callable) -> None:
+    server = make_server(model_control="explicit", load_models=DCGAN)
+    for kind in ("sync", "async"):
+        client = Mirror(kind, server.address, retry=ganserve.RetryPolicy(max_attempts=1))
+        try:
+            index = client.repository_index(ready=True)
+            assert [(m.name, m.version, m.state) for m in index] == [(DCGAN, 1, "READY")], kind
+            assert client.load_model(CGAN) is None
+            assert client.generate(CGAN, 2, balanced=True).labels.tolist() == [0, 1]
+            client.unload_model(DCGAN)
+            ready = client.repository_index(ready=True)
+            assert [(m.name, m.state) for m in ready] == [(CGAN, "READY")], kind
+            with pytest.raises(ganserve.NotFound, match="no-such-model"):
+                client.load_model("no-such-model")
+            client.load_model(DCGAN)  # back as it was for the other client
+            client.unload_model(CGAN)
+            index = client.repository_index()  # an unloaded model stays listed, not ready
+            assert {(m.name, m.state) for m in index} == {(DCGAN, "READY"), (CGAN, "UNAVAILABLE")}
+        finally:
+            client.close()
+
+
+def test_model_control_on_a_server_that_does_not_offer_it_is_an_sdk_error(
+    server: RunningServer,
+) -> None:
+    with Client(server.address, retry=ganserve.RetryPolicy(max_attempts=1)) as client:
+        assert {m.name for m in client.repository_index()} >= {CGAN, DCGAN}
+        with pytest.raises(ganserve.GanserveError, match="model-control explicit"):
+            client.unload_model(DCGAN)
+        assert client.describe_model(DCGAN).versions[0].state == "READY"
 
 
 def test_all_names_what_the_package_exports() -> None:
@@ -167,7 +208,7 @@ def test_names_grpc_cannot_join_get_a_channel_each_and_calls_alternate(
 def test_ip_addresses_join_one_round_robin_target(
     addresses: list[str], tls: bool, targets: list[tuple[str, str | None]]
 ) -> None:
-    assert _targets(addresses, tls) == targets
+    assert channel_targets(addresses, tls) == targets
 
 
 def test_unavailable_servers_are_retried_then_reported() -> None:

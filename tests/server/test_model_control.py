@@ -256,36 +256,3 @@ def test_a_version_of_another_kind_is_refused_unless_the_config_allows_it(
     reply = server.stub.Generate(pb.GenerateRequest(model=DCGAN, count=2, label=1))
     assert reply.version == 3
 
-
-def test_both_clients_control_models_through_public_methods(make_server: Callable) -> None:
-    import asyncio
-
-    import ganserve
-    from ganserve.types import RepositoryModel
-
-    server = make_server(model_control="explicit", load_models=DCGAN)
-    with ganserve.Client(server.address, retry=ganserve.RetryPolicy(max_attempts=1)) as client:
-        assert client.repository_index() == [RepositoryModel(DCGAN, "1", "READY")]
-        client.load_model(CGAN)
-        assert len(client.generate(CGAN, 2, label=3)) == 2
-        with pytest.raises(ganserve.NotFound, match="no-such-model"):
-            client.load_model("no-such-model")
-
-    async def async_side() -> list[RepositoryModel]:
-        async with ganserve.AsyncClient(server.address) as client:
-            await client.unload_model(CGAN)
-            return await client.repository_index(ready=True)
-
-    assert asyncio.run(async_side()) == [RepositoryModel(DCGAN, "1", "READY")]
-
-
-def test_model_control_on_a_server_without_it_is_unavailable(make_server: Callable) -> None:
-    import ganserve
-
-    server = make_server()
-    retry = ganserve.RetryPolicy(max_attempts=1)
-    with (
-        ganserve.Client(server.address, retry=retry) as client,
-        pytest.raises(ganserve.Unavailable, match="--model-control explicit"),
-    ):
-        client.load_model(DCGAN)

@@ -10,12 +10,11 @@ of its type and range, no other field. `read_manifest` checks each line against 
 a later line that is not JSON and starts like a record, or is the last and unterminated, is a
 record torn by a kill; it is skipped, and its shard is simply redone. Whether a well-formed
 record says what its job's layout gives (its start index, count, labels, files) is the
-dataset's to check (`ganserve.bulk`), against the header and the files.
+dataset's to check (`ganserve.bulk.layout`), against the header and the files.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -25,8 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any
 
+from ganserve.bulk.files import write_atomic
 from ganserve.contract import INDEX_SPACE, SEEDS
-from ganserve.errors import InvalidArgument, JobError
+from ganserve.errors import InvalidArgument, ManifestError
 
 MANIFEST = "manifest.jsonl"
 WORKER_GLOB = "manifest.worker-*-of-*.jsonl"
@@ -44,11 +44,6 @@ _SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlong = 2, 40, 40, 
 def short(value: Any) -> str:
     """A value as a one-line message quotes it: its repr, cut short."""
     return _SHORT.repr(value)
-
-
-class ManifestError(JobError, ValueError):
-    """A manifest that cannot be read or breaks its schema; the message names the file, the
-    line and the field, on one line."""
 
 
 def worker_manifest(index: int, workers: int) -> str:
@@ -242,20 +237,6 @@ def read_manifest(path: Path) -> tuple[dict[str, Any] | None, dict[int, dict[str
     except OSError as exc:
         raise ManifestError(f"{path.name}: cannot read it ({exc.strerror})") from None
     return parse_manifest(data, path.name)
-
-
-def write_atomic(path: Path, data: bytes, sync: bool = True) -> bytes:
-    """Write to a temporary name, then rename: a reader never sees half a file. Returns the
-    data's sha256 digest. `sync=False` skips fsync (PNG files: a shard's checksum is checked
-    again on resume, so a file lost to a power cut is redone rather than trusted)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as f:
-        f.write(data)
-        if sync:
-            f.flush()
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return hashlib.sha256(data).digest()
 
 
 class Manifest:
