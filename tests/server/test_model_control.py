@@ -255,4 +255,3 @@ def test_a_version_of_another_kind_is_refused_unless_the_config_allows_it(
     until(lambda: states(server).get(3) == "READY", APPLIED, 60)
     reply = server.stub.Generate(pb.GenerateRequest(model=DCGAN, count=2, label=1))
     assert reply.version == 3
-
