@@ -252,23 +252,6 @@ class Translated:
         self.manifest = Manifest(self.out, header)
         self.shards = shard_count(header["count"], header["shard_size"])
 
-    def _check_reply(self, shard: int, pixels: np.ndarray, labels: np.ndarray | None) -> None:
-        start, n = self.job.span(shard)
-        where = f"shard {shard} (indices {start} to {start + n - 1})"
-        if len(pixels) != n:
-            raise UnexpectedReply(f"{where}: the server sent {len(pixels)} images for {n}")
-        want = self.job.labels(start, n)
-        if want is None:
-            if labels is not None:
-                raise UnexpectedReply(f"{where}: labels from the server for an unconditional job")
-            return
-        if labels is None or not np.array_equal(labels, want):
-            shown = "none" if labels is None else short(labels.tolist())
-            raise UnexpectedReply(
-                f"{where}: the server's labels {shown} are not the job's {short(want.tolist())} "
-                f"(balanced: index i shows class i mod {self.job.num_classes})"
-            )
-
     def span(self, shard: int) -> tuple[int, int]:
         """(first source, how many) of one shard, in the sources' sorted order."""
         return shard_span(shard, self.header["count"], self.header["shard_size"])
