@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -33,6 +34,7 @@ from ganserve.server.runner import cpu_cores
 
 STREAM_PREFETCH = 2  # chunks of a stream in flight at once: the next computes while one is sent
 Feeds = dict[str, np.ndarray]
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -86,7 +88,7 @@ class Core:
     def close(self) -> None:
         self.cpu_pool.shutdown(wait=True, cancel_futures=True)
 
-    async def off_loop(self, fn: Callable, *args: object) -> object:
+    async def off_loop(self, fn: Callable[..., T], *args: object) -> T:
         """`fn(*args)` on the request pool (CPU work of one call, off the event loop)."""
         return await asyncio.get_running_loop().run_in_executor(self.cpu_pool, fn, *args)
 
@@ -259,5 +261,4 @@ class Core:
         decoded, on the request pool."""
         self.check_count(len(pngs), stream=False, field="images")
         check = functools.partial(self.check_sources, card)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.cpu_pool, decode_pngs, pngs, card.channels, check)
+        return await self.off_loop(decode_pngs, pngs, card.channels, check)

@@ -52,11 +52,14 @@ def check(
     service: str = "",
     timeout: float = 3.0,
     environ: Mapping[str, str] | None = None,
+    config: ServerConfig | None = None,
 ) -> bool:
-    """True when the health service at `address` says SERVING for `service`."""
+    """True when the health service at `address` says SERVING for `service`; `config` is the
+    server's (default: resolved from `environ`)."""
     environ = os.environ if environ is None else environ
     try:
-        channel = channel_for(address, from_environment(environ), environ)
+        config = from_environment(environ) if config is None else config
+        channel = channel_for(address, config, environ)
     except ServerConfigError as exc:
         print(f"unhealthy: the server's configuration is invalid: {exc}", file=sys.stderr)
         return False
@@ -77,14 +80,13 @@ def check(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if args:
-        return 0 if check(args[0]) else 1
     try:
-        port = from_environment(os.environ).port
+        config = from_environment(os.environ)
     except ServerConfigError as exc:
         print(f"unhealthy: the server's configuration is invalid: {exc}", file=sys.stderr)
         return 1
-    return 0 if check(f"127.0.0.1:{port}") else 1
+    address = args[0] if args else f"127.0.0.1:{config.port}"
+    return 0 if check(address, config=config) else 1
 
 
 if __name__ == "__main__":

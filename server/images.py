@@ -46,9 +46,9 @@ def decode_pngs(
                     )
                 image = image.convert("L" if channels == 1 else "RGB")
                 array = np.asarray(image, np.uint8)
+        except InvalidRequest:
+            raise
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-            if isinstance(exc, InvalidRequest):
-                raise
             # Pillow reports a broken file as SyntaxError ("broken PNG file"), others as OSError
             raise InvalidRequest(f"png[{i}]: not a readable PNG ({exc})") from None
         images.append(array.reshape(*array.shape[:2], channels))

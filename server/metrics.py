@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from enum import StrEnum
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
@@ -27,7 +28,17 @@ LATENCY_BUCKETS = (
     60.0,
 )
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
-MODEL_STATES = ("loading", "ready", "failed", "unloaded")
+
+
+class State(StrEnum):
+    """Where a model version is: loading → ready | failed; ready → unloaded (removed or
+    unloaded). The values are `ganserve_model_state`'s `state` labels and, upper-cased, the
+    wire's VersionState (`server.models` keeps each version's)."""
+
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+    UNLOADED = "unloaded"
 
 
 class Metrics:
@@ -126,8 +137,8 @@ class Metrics:
             child = self._children[key] = metric.labels(*labels)
         return child
 
-    def set_model_state(self, model: str, version: int, state: str) -> None:
-        for s in MODEL_STATES:
+    def set_model_state(self, model: str, version: int, state: State) -> None:
+        for s in State:
             self.model_state.labels(model, str(version), s).set(1 if s == state else 0)
 
     def serve(self, host: str, port: int) -> int:

@@ -12,7 +12,6 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
 from ganserve.export.metadata import ModelCard
@@ -26,7 +25,7 @@ from ganserve.export.repository import (
 from ganserve.server.batcher import Batcher
 from ganserve.server.config import ServerConfig
 from ganserve.server.errors import ModelNotFound, ModelUnavailable
-from ganserve.server.metrics import Metrics
+from ganserve.server.metrics import Metrics, State
 from ganserve.server.runner import CUDA, Runner, choose_providers, cpu_cores, plan_instances
 
 log = logging.getLogger("ganserve.models")
@@ -41,16 +40,6 @@ def shown(name: str) -> str:
     if len(name) <= MAX_SHOWN_NAME:
         return repr(name)
     return f"{name[:MAX_SHOWN_NAME]!r}... ({len(name)} characters)"
-
-
-class State(StrEnum):
-    """Where a version is: loading → ready | failed; ready → unloaded (removed or unloaded).
-    The values are the metrics' `state` labels and, upper-cased, the wire's VersionState."""
-
-    LOADING = "loading"
-    READY = "ready"
-    FAILED = "failed"
-    UNLOADED = "unloaded"
 
 
 @dataclass
@@ -403,14 +392,15 @@ class ModelRepository:
                     + (f": {mv.error}" if mv.error else "")
                 )
             return mv
-        ready = self.ready_versions(name)
-        if not ready:
+        # on every call: the highest ready version, without sorting the model's versions
+        latest = max((v for v, m in found.items() if m.ready), default=0)
+        if not latest:
             raise ModelUnavailable(
                 f"model {name!r}: no version is ready ("
                 + "; ".join(f"{v}: {m.state} {m.error}" for v, m in sorted(found.items()))
                 + ")"
             )
-        return ready[-1]
+        return found[latest]
 
     @property
     def any_ready(self) -> bool:

@@ -18,15 +18,9 @@ from ganserve.v1 import ganserve_pb2 as pb
 from ganserve.v1 import ganserve_pb2_grpc as pb_grpc
 
 OFF_LOOP_LABELS = 1 << 16  # longer label lists are converted on the request pool
-_KIND_OF_RPC = {
-    "Sample": "unconditional",
-    "SampleStream": "unconditional",
-    "Generate": "conditional",
-    "GenerateStream": "conditional",
-    "Translate": "translation",
-    "TranslateStream": "translation",
-}
 _RPC_OF_KIND = {"unconditional": "Sample", "conditional": "Generate", "translation": "Translate"}
+# each rpc and its stream serve one kind
+_KIND_OF_RPC = {rpc + s: kind for kind, rpc in _RPC_OF_KIND.items() for s in ("", "Stream")}
 _ENCODINGS = (pb.ENCODING_UNSPECIFIED, pb.RAW_UINT8, pb.RAW_FLOAT32, pb.PNG)
 
 

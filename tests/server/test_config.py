@@ -59,10 +59,11 @@ def test_parse_reads_the_process_environment(monkeypatch: pytest.MonkeyPatch) ->
     assert parse(["--port", "0"]).grace_seconds == 2.0
 
 
-def test_every_bound_a_stream_checks_holds_for_the_default_chunk() -> None:
+def test_the_largest_chunk_a_stream_takes_is_accepted_at_start() -> None:
     from ganserve.contract import MAX_CHUNK_SIZE
 
-    assert resolve(parsed(["--stream-chunk-size", str(MAX_CHUNK_SIZE)]), {}).stream_chunk_size
+    config = resolve(parsed(["--stream-chunk-size", str(MAX_CHUNK_SIZE)]), {})
+    assert config.stream_chunk_size == MAX_CHUNK_SIZE
 
 
 def test_the_healthcheck_reads_the_servers_configuration(capsys: pytest.CaptureFixture) -> None:
