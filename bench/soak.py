@@ -15,11 +15,13 @@ both addresses) loop until the time is up, each call drawn at random:
   large translations (4 x 512 x 512 pixels).
 
 Every `--restart-every` seconds one replica gets SIGTERM, drains, and is started again on the
-same port; the SDK's retries carry the calls over. At the end it prints the valid calls made,
-those lost (failed after the SDK's retries: must be 0), those with wrong bytes (0), INTERNAL or
-UNKNOWN answers (0), and the RSS growth of the replica that was never restarted, between a
-quiet moment after the warm-up and one at the end (< 5%, `--max-rss-growth`). Exit status 1
-if any bar is missed.
+same port; the SDK's retries carry the calls over. With `--load-after-restart S` the load runs
+past `--minutes` until the first restarted replica has been serving for S seconds, so that a
+short run on a slow machine still puts load on a replica that came back. At the end it prints
+the valid calls made, those lost (failed after the SDK's retries: must be 0), those with wrong
+bytes (0), INTERNAL or UNKNOWN answers (0), and the RSS growth of the replica that was never
+restarted, between a quiet moment after the warm-up and one at the end (< 5%,
+`--max-rss-growth`). Exit status 1 if any bar is missed.
 """
 
 from __future__ import annotations
@@ -150,6 +152,7 @@ class Soak:
         self.paused = asyncio.Event()
         self.idle: set[int] = set()
         self.malformed = _malformed_calls()
+        self.back_at: float | None = None  # when the first restarted replica was serving again
 
     async def client(self, number: int, sdk: ganserve.AsyncClient) -> None:
         rng = random.Random(number)
@@ -291,11 +294,23 @@ class Soak:
                 self.tally.failed_restarts += 1
                 return
             self.tally.restarts += 1
+            if self.back_at is None:
+                self.back_at = time.monotonic()
             print(
                 f"  replica 1 drained in {drained:.1f} s, serving again on port {old.port} "
                 f"{time.monotonic() - began:.1f} s after SIGTERM",
                 flush=True,
             )
+
+    def _load_left(self, end: float) -> float:
+        """Seconds the load still runs: to `end`, then (with --load-after-restart) until the
+        first restarted replica has served that long; not waited for once a restart failed."""
+        now, after = time.monotonic(), self.args.load_after_restart
+        if now < end or not after or self.tally.failed_restarts:
+            return end - now
+        if self.back_at is None:
+            return 0.5  # the restart is under way (bounded: a replica is killed after 60 s)
+        return self.back_at + after - now
 
     async def run(self, log: Path) -> tuple[float, float, float]:
         retry = ganserve.RetryPolicy(max_attempts=40, max_backoff=2.0)
@@ -307,8 +322,8 @@ class Soak:
             before = await self.quiet_rss()
             restarts = asyncio.create_task(self.restarter(log))
             end = started + self.args.minutes * 60
-            while time.monotonic() < end:
-                await asyncio.sleep(min(10, max(0.0, end - time.monotonic())))
+            while (left := self._load_left(end)) > 0:
+                await asyncio.sleep(min(10, left))
                 t = self.tally
                 print(
                     f"  {time.monotonic() - started:5.0f} s: {t.valid} valid calls, lost "
@@ -328,6 +343,12 @@ def main() -> int:
     p.add_argument("--minutes", type=float, default=10.0, help="how long the load runs")
     p.add_argument("--restart-every", type=float, default=120.0, help="seconds between restarts")
     p.add_argument("--clients", type=int, default=64)
+    p.add_argument(
+        "--load-after-restart",
+        type=float,
+        default=0.0,
+        help="run past --minutes until the first restarted replica has served this long",
+    )
     p.add_argument("--warmup", type=float, default=30.0, help="seconds before the first RSS")
     p.add_argument("--max-rss-growth", type=float, default=0.05, help="the RSS bar, as a fraction")
     args = p.parse_args()
