@@ -14,8 +14,9 @@ from typing import Any
 
 from ganserve import bulk
 from ganserve.bulk import FORMATS, merge, run_job, run_translate_job, verify
+from ganserve.bulk.files import local_folder
 from ganserve.channels import read_token
-from ganserve.errors import GanserveError, ManifestError
+from ganserve.errors import GanserveError, InvalidArgument, ManifestError
 
 
 def _command(prog: str, run: Callable[[], int], problems: int = 2) -> int:
@@ -49,7 +50,8 @@ def _job_flags(p: Any, shard_size: int) -> None:
     """The flags generate and translate share: model, output, sharding and servers."""
     p.add_argument("--model", required=True)
     p.add_argument("--version", type=int, default=0, help="0: the highest (pinned for the job)")
-    p.add_argument("--out", type=Path, required=True, help="output folder (resumable)")
+    # str, not Path: Path("s3://b/p") is "s3:/b/p", a URL taken for a folder (the jobs refuse URLs)
+    p.add_argument("--out", required=True, help="output folder (resumable)")
     p.add_argument("--shard-size", type=int, default=shard_size)
     p.add_argument("--streams", type=int, default=2, help="concurrent streams")
     p.add_argument(
@@ -121,11 +123,23 @@ def main_generate(argv: Sequence[str]) -> int:
     return _run_command("ganserve generate", job)
 
 
+def _not_a_folder(prog: str, folder: str) -> bool:
+    """A URL given for a dataset folder: a usage error (status 2), said in one line."""
+    try:
+        local_folder(folder)
+    except InvalidArgument as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return True
+    return False
+
+
 def main_merge(argv: Sequence[str]) -> int:
     """`ganserve merge FOLDER`: status 0 merged, 1 not ready (a worker missing, unfinished or
     still running, a shard not as recorded), 2 a manifest that cannot be read."""
     if len(argv) != 1:
         print("usage: ganserve merge DATASET_FOLDER", file=sys.stderr)
+        return 2
+    if _not_a_folder("ganserve merge", argv[0]):
         return 2
 
     def run() -> int:
@@ -140,6 +154,8 @@ def main_verify(argv: Sequence[str]) -> int:
     manifest cannot be read."""
     if len(argv) != 1:
         print("usage: ganserve verify DATASET_FOLDER", file=sys.stderr)
+        return 2
+    if _not_a_folder("ganserve verify", argv[0]):
         return 2
 
     def run() -> int:
@@ -156,7 +172,7 @@ def main_translate(argv: Sequence[str]) -> int:
     """`ganserve translate`: status 0 done (its summary on stdout), 2 anything refused."""
     p = argparse.ArgumentParser(prog="ganserve translate", description=run_translate_job.__doc__)
     _job_flags(p, shard_size=256)
-    p.add_argument("--input", type=Path, required=True, help="folder of source .png files")
+    p.add_argument("--input", required=True, help="folder of source .png files")
     args = p.parse_args(argv)
     try:
         security = _security(args)

@@ -153,11 +153,14 @@ def test_bad_arguments_and_wrong_model_kind(server: RunningServer, tmp_path: Pat
     )
 
 
+@pytest.mark.parametrize("fmt", ["npz", "webdataset", "parquet"])
 def test_a_job_killed_with_sigkill_resumes_to_the_same_bytes(
-    server: RunningServer, tmp_path: Path
+    server: RunningServer, tmp_path: Path, fmt: str
 ) -> None:
     args = [
         "generate",
+        "--format",
+        fmt,
         "--server",
         server.address,
         "--model",
@@ -250,7 +253,7 @@ def test_bulk_translation_of_a_folder_resumes_to_the_same_bytes(
         translate(tmp_path / "wrong", model=DCGAN)
 
 
-@pytest.mark.parametrize("fmt", ["npz", "png"])
+@pytest.mark.parametrize("fmt", ["npz", "png", "webdataset", "parquet"])
 def test_three_worker_processes_then_merge_equal_one_worker_byte_for_byte(
     server: RunningServer, tmp_path: Path, fmt: str
 ) -> None:

@@ -22,7 +22,12 @@ card gives it, only when that is a plain folder name: 1 to 64 ASCII letters, dig
 `_`, `+` or `-`, starting with a letter or digit and not ending in a space, no other class's
 name ignoring case, and no Windows device name (`NUL`, `COM1`, ...). Any other class, `..`,
 `a/b`, `/tmp/x`, an empty or a duplicate name, gets the folder `_<label>` (`_3`), which no
-plain name can be: nothing a server says becomes a path.
+plain name can be: nothing a server says becomes a path. `webdataset` (`shard-NNNNNN.tar`,
+samples `{key}.png`/`.cls`/`.json`, and a wids `index.json` once every shard is done) and
+`parquet` (`data/train-NNNNN-of-NNNNN.parquet` in the Hugging Face layout) are the formats
+training pipelines stream; `ganserve.bulk.formats` has their layout. Every generation dataset
+gets a `README.md` dataset card (the Hugging Face form) as its job starts. `out` is a local
+folder; a URL (`s3://...`) is refused, never taken for a path.
 
 `verify` (and `merge`, and a resume) checks each record against what the job's layout gives
 (shard, start index, count, labels per class, model, version, seed, files), then its files:
@@ -34,7 +39,8 @@ job's (the balanced rule of `ganserve.contract`): a reply that differs is an `Un
 and nothing of it is written. A job's own failures are `ganserve.JobError`s: `FolderLocked`
 (another job is writing to the folder), `ManifestError`, `UnexpectedReply`.
 
-Modules: `files` (atomic writes, checksums, npz bytes, the folder lock), `manifest` (its schema,
+Modules: `files` (atomic writes, checksums, npz bytes, the folder lock), `formats` (tar and
+parquet shards, the wids index, the dataset card), `manifest` (its schema,
 reader and writer), `layout` (the job, its shards and their files, the checks of a record),
 `jobs` (`run_job`, `run_translate_job`), `merge` (`merge`, `verify`), `progress`. The commands
 (`ganserve generate`, `translate`, `merge`, `verify`) are `ganserve.bulk_cli`'s.

@@ -13,6 +13,7 @@ import errno
 import hashlib
 import io
 import os
+import re
 import stat
 import zipfile
 from collections.abc import Iterable
@@ -29,6 +30,20 @@ except ImportError:  # not on POSIX: jobs into one folder are not guarded agains
 from ganserve.errors import FolderLocked, InvalidArgument
 
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def local_folder(folder: str | Path, what: str = "out") -> Path:
+    """`folder` as a local path; InvalidArgument for a URL (`s3://bucket/prefix`, ...), which
+    is never to be taken for a path (`Path` would make a folder `s3:` of it)."""
+    text = str(folder)
+    if _URL.match(text):
+        scheme = text.split("://", 1)[0]
+        raise InvalidArgument(
+            f"{what}: {text}: {scheme}:// URLs are not written to yet (object storage output "
+            "is not supported in this version); give a local folder"
+        )
+    return Path(folder)
 
 
 def write_atomic(path: Path, data: bytes, sync: bool = True) -> bytes:

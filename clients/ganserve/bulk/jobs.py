@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 
 from ganserve.async_client import AsyncClient
-from ganserve.bulk.files import FolderLock, combined, sha256_of, write_atomic
+from ganserve.bulk.files import FolderLock, combined, local_folder, sha256_of, write_atomic
+from ganserve.bulk.formats import card_evaluation, check_format
 from ganserve.bulk.layout import Dataset, Job, Translated
 from ganserve.bulk.manifest import FORMATS, MANIFEST, worker_manifest
 from ganserve.bulk.progress import Progress
@@ -56,8 +57,7 @@ def _check_job(
     """run_job's arguments that need no server, checked before anything is touched."""
     if not 0 <= worker_index < workers:
         raise InvalidArgument(f"worker_index: {worker_index}; 0 to workers - 1 ({workers})")
-    if fmt not in FORMATS:
-        raise InvalidArgument(f"format: {fmt!r}; one of {', '.join(FORMATS)}")
+    check_format(fmt, FORMATS)
     if shard_size < 1 or streams < 1:
         raise InvalidArgument("shard_size, streams: must be at least 1")
     if (count is None) == (per_class is None):
@@ -94,6 +94,7 @@ async def run_job(
     other workers, each with a manifest of its own; `merge` assembles `manifest.jsonl` once
     all have finished (shards are deterministic, so the workers need no coordination)."""
     _check_job(count, per_class, seed, fmt, shard_size, streams, worker_index, workers)
+    out = local_folder(out)
     manifest = MANIFEST if workers == 1 else worker_manifest(worker_index, workers)
     async with AsyncClient(
         list(servers), timeout=timeout, retry=JOB_RETRY, tls=tls, token=token
@@ -126,6 +127,8 @@ async def run_job(
         # The folder is taken only now that the job is known: a bad model leaves nothing.
         async with FolderLock(Path(out), None if workers == 1 else manifest):
             records = dataset.manifest.resume(dataset.problem)
+            if worker_index == 0:  # one writer: the workers would race on its temporary
+                await asyncio.to_thread(dataset.write_card, card_evaluation(info.metadata))
             mine = [k for k in range(job.shards) if k % workers == worker_index]
             progress = Progress(
                 sum(job.span(k)[1] for k in mine),
@@ -165,6 +168,8 @@ async def run_job(
 
             await _run_shards([k for k in mine if k not in records], streams, make)
             dataset.manifest.finish(records)
+            if workers == 1:
+                dataset.finish(records)
     summary = {
         "out": str(out),
         "images": count,
@@ -210,7 +215,7 @@ async def run_translate_job(
     atomically, recorded in `out/manifest.jsonl` with their checksums; a re-run redoes only
     missing shards. The job is identified by the model version and the sources' checksums.
     """
-    source, out = Path(source), Path(out)
+    source, out = local_folder(source, "source"), local_folder(out)
     files = sorted(p for p in source.rglob("*.png") if p.is_file())
     if not files:
         raise InvalidArgument(f"source: no .png files under {source}")

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ganserve.bulk import formats
 from ganserve.bulk.files import combined, files_problem, npy_header, npz_bytes, write_atomic
 from ganserve.bulk.manifest import MANIFEST, Manifest, short
 from ganserve.contract import balanced_counts, balanced_labels
@@ -145,6 +146,14 @@ def npz_problem(path: Path, job: Job, start: int, n: int) -> str | None:
     return None
 
 
+# each single-file format's check of a shard's contents, after its checksum matched
+_STRUCTURE = {
+    "npz": npz_problem,
+    "webdataset": formats.tar_problem,
+    "parquet": formats.parquet_problem,
+}
+
+
 class Dataset:
     """The output folder of a generation job: shard files plus the manifest."""
 
@@ -168,8 +177,9 @@ class Dataset:
         """The files of one shard, in order (made as they are asked for: a png shard may be
         long)."""
         start, n = self.job.span(shard)
-        if self.job.format == "npz":
-            yield self.out / f"shard-{shard:05d}.npz"
+        single = self._single_file(shard)
+        if single is not None:
+            yield self.out / single
             return
         for first in range(start, start + n, _BLOCK):
             m = min(_BLOCK, start + n - first)
@@ -177,10 +187,20 @@ class Dataset:
             for j, i in enumerate(range(first, first + m)):
                 yield self.folder(None if labels is None else int(labels[j])) / f"{i:08d}.png"
 
+    def _single_file(self, shard: int) -> str | None:
+        """The one file of a shard in the formats that make one (all but png)."""
+        if self.job.format == "npz":
+            return f"shard-{shard:05d}.npz"
+        if self.job.format == "webdataset":
+            return formats.tar_name(shard)
+        if self.job.format == "parquet":
+            return formats.parquet_name(shard, self.job.shards)
+        return None
+
     def expected(self, shard: int) -> dict[str, Any]:
         """The manifest record of one shard, but for its checksum: the job's layout alone."""
         start, n = self.job.span(shard)
-        if self.job.format == "npz" or n == 1:
+        if self.job.format != "png" or n == 1:
             files: list[str] | str = [str(next(self.files(shard)).relative_to(self.out))]
         else:
             files = f"{n} png files"
@@ -207,12 +227,37 @@ class Dataset:
             if labels is not None:
                 arrays["labels"] = labels
             digests = [write_atomic(files[0], npz_bytes(arrays))]
+        elif self.job.format in ("webdataset", "parquet"):
+            encode = formats.tar_bytes if self.job.format == "webdataset" else formats.parquet_bytes
+            files[0].parent.mkdir(parents=True, exist_ok=True)
+            digests = [write_atomic(files[0], encode(self.job, start, pixels, labels))]
         else:
             digests = []
             for path, image in zip(files, pixels, strict=True):
                 path.parent.mkdir(parents=True, exist_ok=True)
                 digests.append(write_atomic(path, encode_png(image), sync=False))
         return {**self.expected(shard), "sha256": combined(digests)}
+
+    def write_card(self, evaluation: dict[str, Any]) -> None:
+        """`README.md`, the dataset card (`formats.card`): written as the job starts (by worker
+        0 of a distributed job), the same bytes by every run of the job."""
+        write_atomic(self.out / formats.CARD, formats.card(self.job, evaluation))
+
+    def finish(self, records: dict[int, dict]) -> None:
+        """What a finished dataset holds beside its shards: the wids index (webdataset).
+        Written only once every shard is recorded (by the one worker, or by `merge`)."""
+        if self.job.format == "webdataset" and len(records) == self.job.shards:
+            write_atomic(self.out / formats.WIDS_INDEX, formats.wids_index(self.job))
+
+    def extra_problems(self, complete: bool) -> list[str]:
+        """What `verify` finds wrong beside the shards: a finished webdataset job without its
+        wids index, or with one that is not the job's. (The dataset card is description, not
+        data: datasets made before it existed verify without one.)"""
+        if complete and self.job.format == "webdataset":
+            index = self.out / formats.WIDS_INDEX
+            if not index.is_file() or index.read_bytes() != formats.wids_index(self.job):
+                return [f"{formats.WIDS_INDEX}: missing or not the job's wids index"]
+        return []
 
     def _check_reply(self, shard: int, pixels: np.ndarray, labels: np.ndarray | None) -> None:
         start, n = self.job.span(shard)
@@ -239,8 +284,9 @@ class Dataset:
         problem = claims(record, self.expected(shard)) or files_problem(
             self.out, self.files(shard), record["sha256"]
         )
-        if problem is None and self.job.format == "npz":
-            problem = npz_problem(next(self.files(shard)), self.job, *self.job.span(shard))
+        check = _STRUCTURE.get(self.job.format)
+        if problem is None and check is not None:
+            problem = check(next(self.files(shard)), self.job, *self.job.span(shard))
         return None if problem is None else f"shard {shard}: {problem}"
 
 
@@ -251,6 +297,13 @@ class Translated:
         self.out, self.header = Path(out), header
         self.manifest = Manifest(self.out, header)
         self.shards = shard_count(header["count"], header["shard_size"])
+
+    def finish(self, records: dict[int, dict]) -> None:
+        """Nothing beside the shards: the translated files keep their sources' names."""
+
+    def extra_problems(self, complete: bool) -> list[str]:
+        """Nothing beside the shards to check."""
+        return []
 
     def span(self, shard: int) -> tuple[int, int]:
         """(first source, how many) of one shard, in the sources' sorted order."""

@@ -30,7 +30,7 @@ from ganserve.errors import InvalidArgument, ManifestError
 
 MANIFEST = "manifest.jsonl"
 WORKER_GLOB = "manifest.worker-*-of-*.jsonl"
-FORMATS = ("npz", "png")
+FORMATS = ("npz", "png", "webdataset", "parquet")  # formats.py has the last two
 _WORKER_NAME = re.compile(r"manifest\.worker-([0-9]{4,})-of-([0-9]{4,})\.jsonl")
 # What a job leaves beside its manifest while it writes it, or when killed doing so: the
 # temporary of a manifest, and a worker's lock file. They do not make a folder anyone's.

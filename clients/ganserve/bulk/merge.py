@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ganserve.bulk.files import FolderLock
+from ganserve.bulk.files import FolderLock, local_folder
 from ganserve.bulk.layout import dataset_of
 from ganserve.bulk.manifest import (
     BOOKKEEPING,
@@ -27,7 +27,7 @@ def merge(out: str | Path) -> dict[str, Any]:
     worker manifest cannot be read; InvalidArgument when a worker is missing, unfinished or
     made another job, or a shard is not what its record says; FolderLocked while a worker
     still writes."""
-    out = Path(out)
+    out = local_folder(out)
     with FolderLock(out, create=False):  # no worker still writing
         return _merge(out)
 
@@ -67,6 +67,7 @@ def _merge(out: Path) -> dict[str, Any]:
         if problem:
             raise InvalidArgument(f"{problem}; run that shard's worker again")
     dataset.manifest.finish(records)
+    dataset.finish(records)
     for path in found:
         path.unlink()
     for path in out.iterdir():  # what killed workers left: their lock files, temporaries
@@ -79,7 +80,7 @@ def verify(out: str | Path) -> list[str]:
     """Problems found in a dataset folder: empty when its manifest records every shard of its
     job, each as the job's layout gives it and matching its files. ManifestError when the
     manifest cannot be read or breaks its schema."""
-    out = Path(out)
+    out = local_folder(out)
     header, records = read_manifest(out / MANIFEST)
     if header is None:
         return [f"{out / MANIFEST}: missing"]
@@ -92,7 +93,7 @@ def verify(out: str | Path) -> list[str]:
         problem = dataset.problem(k, record)
         if problem:
             problems.append(problem)
-    return problems
+    return problems + dataset.extra_problems(complete=not how_many)
 
 
 def _missing(shards: int, done: Iterable[int], limit: int = 10) -> tuple[list[int], int]:
