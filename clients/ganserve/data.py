@@ -65,6 +65,7 @@ __all__ = ["Mixed", "SyntheticDataset", "mix", "part_blocks"]
 
 UNLABELLED = -1  # the label of an unconditional model's image
 _CHUNK = 256  # images per streamed message, as bulk jobs read them
+_END = object()  # a source that has run out (None may be an item)
 _IDENTITY = ("model", "version", "seed", "start_index", "count", "block_size", "rank", "world_size")
 
 
@@ -299,8 +300,8 @@ class Mixed(IterableDataset):
             window = [True] * generated + [False] * real
             rng.shuffle(window)
             for is_generated in window:
-                item = next(sources[is_generated], None)
-                if item is None:
+                item = next(sources[is_generated], _END)
+                if item is _END:
                     return  # either source ran out: the mix ends there
                 yield item
 
