@@ -19,7 +19,7 @@ $(VENV)/.serve-installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[train,serve,export,dev]'
+	$(BIN)/python -m pip install -q -e '.[train,serve,export,data,dev]'
 	touch $@ $(VENV)/.serve-installed
 
 ## serve: set up, then serve the shipped models in models/ (gRPC :8500, metrics :8501)
