@@ -251,8 +251,11 @@ def _scalar(v: Any) -> str:
 
 
 def _card_features(job: Job) -> list[dict[str, Any]]:
-    listed: list[dict[str, Any]] = [{"name": "image", "dtype": "image"}]
-    listed.append({"name": "index", "dtype": "int64"})
+    """`features` (parquet) in the card's YAML form: the same as the schema's metadata."""
+    listed: list[dict[str, Any]] = [
+        {"name": "image", "dtype": "image"},
+        {"name": "index", "dtype": "int64"},
+    ]
     if job.conditional:
         names = {str(i): name for i, name in enumerate(job.class_names)}
         listed.append({"name": "label", "dtype": {"class_label": {"names": names}}})
@@ -261,10 +264,9 @@ def _card_features(job: Job) -> list[dict[str, Any]]:
 
 def command(job: Job) -> str:
     """The command that makes the job (the servers and workers aside: they do not change it)."""
-    size = f"--count {job.count}"
     return (
-        f"ganserve generate --model {job.model} --version {job.version} {size} --seed "
-        f"{job.seed} --format {job.format} --shard-size {job.shard_size} --out DIR"
+        f"ganserve generate --model {job.model} --version {job.version} --count {job.count} "
+        f"--seed {job.seed} --format {job.format} --shard-size {job.shard_size} --out DIR"
     )
 
 
