@@ -34,6 +34,7 @@ Nothing here reads, prints or records them; a URL is shown without any `user:pas
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import posixpath
@@ -44,7 +45,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ganserve.bulk.files import FolderLock, combined, files_problem, write_atomic
-from ganserve.errors import InvalidArgument
+from ganserve.errors import GanserveError, InvalidArgument
 
 _URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 _USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@]*@")
@@ -141,8 +142,30 @@ class _NoLock:
         return None
 
 
+def _one_line(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A storage failure as an OSError naming the store in one line (the commands print it as
+    it is), whatever the fsspec package raised: botocore's own errors are no OSErrors."""
+
+    @functools.wraps(method)
+    def wrapper(self: FsspecStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except GanserveError:
+            raise
+        except Exception as exc:
+            if isinstance(exc, OSError) and str(exc).startswith(f"{self.url}: "):
+                raise  # said already, by a method this one called
+            kept = (FileNotFoundError, IsADirectoryError, PermissionError)
+            kind = type(exc) if type(exc) in kept else OSError
+            text = " ".join(str(exc).split()) or type(exc).__name__
+            raise kind(f"{self.url}: {text}") from None
+
+    return wrapper
+
+
 class FsspecStore:
-    """A prefix of an fsspec filesystem: an object store's bucket prefix, or any other."""
+    """A prefix of an fsspec filesystem: an object store's bucket prefix, or any other. Every
+    failure is an OSError naming the URL (never a credential: none is ever in hand here)."""
 
     is_local = False
 
@@ -158,6 +181,7 @@ class FsspecStore:
     def _key(self, name: str) -> str:
         return f"{self.root}/{name}"
 
+    @_one_line
     def write(self, name: str, data: bytes, sync: bool = True) -> bytes:
         """One PUT on an object store (atomic); elsewhere a temporary name, then `mv`."""
         key = self._key(name)
@@ -173,6 +197,7 @@ class FsspecStore:
             self._manifests[name] = data
         return hashlib.sha256(data).digest()
 
+    @_one_line
     def create(self, name: str, data: bytes) -> bool:
         """Write an object only if there is none under its key (`If-None-Match: *` on an object
         store); False when there already is one."""
@@ -189,6 +214,7 @@ class FsspecStore:
         self._manifests[name] = data
         return True
 
+    @_one_line
     def append(self, name: str, data: bytes) -> None:
         """No append on an object store: the object is rewritten whole, atomically."""
         if name not in self._manifests:
@@ -196,15 +222,20 @@ class FsspecStore:
         self._manifests[name] += data
         self.write(name, self._manifests[name])
 
+    @_one_line
     def read(self, name: str) -> bytes | None:
         try:
             return self.fs.cat_file(self._key(name))
         except (FileNotFoundError, IsADirectoryError):
             return None
 
+    @_one_line
     def open(self, name: str) -> BinaryIO:
-        return self.fs.open(self._key(name), "rb")
+        key = self._key(name)
+        self.fs.invalidate_cache(key)  # its size, as a listing cached it, may be old
+        return self.fs.open(key, "rb")
 
+    @_one_line
     def names(self) -> list[str]:
         """The names under the prefix, one level down (an object store's "folders" too)."""
         self.fs.invalidate_cache()  # another worker may have written meanwhile
@@ -215,10 +246,12 @@ class FsspecStore:
         names = (posixpath.relpath(p.rstrip("/"), self.root) for p in found)
         return [n for n in names if n not in (".", "") and not n.startswith("..")]
 
+    @_one_line
     def remove(self, name: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm_file(self._key(name))
 
+    @_one_line
     def problem(self, names: Iterable[str], sha256: str) -> str | None:
         """Why a shard's objects do not match `sha256`, or None (an object store has no links
         to follow: every object is a plain file)."""
@@ -233,6 +266,7 @@ class FsspecStore:
             return "files missing or not matching the manifest"
         return None
 
+    @_one_line
     def _check(self) -> None:
         """The bucket must exist (a job never makes one); another filesystem's folder is
         made."""
