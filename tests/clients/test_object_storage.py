@@ -22,7 +22,7 @@ from ganserve.bulk.store import FsspecStore, open_store
 from ganserve.cli import main
 from ganserve.errors import InvalidArgument
 from tests.clients.test_bulk import checksums, one_line
-from tests.servers import CGAN, RunningServer
+from tests.servers import CGAN, PIX2PIX, RunningServer
 
 pytest.importorskip("s3fs")
 moto_server = pytest.importorskip("moto.server")
@@ -209,3 +209,24 @@ def test_of_two_jobs_starting_on_one_empty_prefix_one_is_refused(
         second.resume(lambda k, r: None)  # its conditional create failed: checked again
     assert seen == [second, first, second]
     assert json.loads(store.read("manifest.jsonl") or b"") == {"job": first.header}
+
+
+def test_a_translation_to_a_bucket_equals_a_local_one(
+    server: RunningServer, bucket: str, tmp_path: Path
+) -> None:
+    import numpy as np
+
+    from ganserve.png import encode_png
+
+    source = tmp_path / "edges"
+    source.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(7):
+        image = ((rng.random((32, 32, 1)) > 0.85) * 255).astype(np.uint8)
+        (source / f"{i:03d}.png").write_bytes(encode_png(image))
+    url = f"s3://{bucket}/translated"
+    for out in (str(tmp_path / "local"), url):
+        argv = ["translate", "--server", server.address, "--model", PIX2PIX, "--quiet"]
+        assert main([*argv, "--input", str(source), "--shard-size", "3", "--out", out]) == 0
+    assert objects(url) == checksums(tmp_path / "local")
+    assert verify(url) == []

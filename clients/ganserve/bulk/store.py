@@ -72,9 +72,6 @@ class LocalStore:
         """How a message names the folder, or a file in it."""
         return str(self.out / name) if name else str(self.out)
 
-    def path(self, name: str) -> Path:
-        return self.out / name
-
     def write(self, name: str, data: bytes, sync: bool = True) -> bytes:
         """Write atomically (`write_atomic`); returns the data's sha256 digest."""
         path = self.out / name
@@ -104,6 +101,7 @@ class LocalStore:
             return None
 
     def open(self, name: str) -> BinaryIO:
+        """A file, open for reading (checked with `problem` first: no link to follow)."""
         return (self.out / name).open("rb")
 
     def names(self) -> list[str]:
@@ -111,6 +109,7 @@ class LocalStore:
         return os.listdir(self.out)
 
     def remove(self, name: str) -> None:
+        """Remove a file, if it is there."""
         (self.out / name).unlink(missing_ok=True)
 
     def problem(self, names: Iterable[str], sha256: str) -> str | None:
@@ -176,6 +175,7 @@ class FsspecStore:
         self._manifests: dict[str, bytes] = {}  # what this process last wrote to each manifest
 
     def where(self, name: str = "") -> str:
+        """How a message names the prefix, or an object under it."""
         return f"{self.url.rstrip('/')}/{name}" if name else self.url
 
     def _key(self, name: str) -> str:
@@ -224,6 +224,7 @@ class FsspecStore:
 
     @_one_line
     def read(self, name: str) -> bytes | None:
+        """An object's bytes, or None when there is none."""
         try:
             return self.fs.cat_file(self._key(name))
         except (FileNotFoundError, IsADirectoryError):
@@ -231,6 +232,7 @@ class FsspecStore:
 
     @_one_line
     def open(self, name: str) -> BinaryIO:
+        """An object, open for reading (ranged reads: a shard is not fetched whole)."""
         key = self._key(name)
         self.fs.invalidate_cache(key)  # its size, as a listing cached it, may be old
         return self.fs.open(key, "rb")
@@ -248,6 +250,7 @@ class FsspecStore:
 
     @_one_line
     def remove(self, name: str) -> None:
+        """Remove an object, if it is there."""
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm_file(self._key(name))
 
