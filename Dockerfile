@@ -31,8 +31,9 @@ COPY training/ training/
 COPY export/ export/
 COPY server/ server/
 # Versions come from pyproject.toml (the project itself is the thing installed).
+# s3: the bulk jobs write to buckets (deploy/k8s/bulk-job.yaml).
 # hadolint ignore=DL3013
-RUN pip install ".[serve-gpu]"
+RUN pip install ".[serve-gpu,s3]"
 
 COPY models/ /models/
 

@@ -146,3 +146,9 @@ def test_the_bulk_job_is_an_indexed_job_with_one_worker_per_index() -> None:
     assert container["args"][0] == "generate"
     assert int(flags["workers"]) == spec["completions"]
     assert flags["version"] != "0"  # pinned: every worker makes the same job
+    assert flags["out"].startswith("s3://")  # a bucket prefix: no shared volume
+    env = {e["name"]: e for e in container["env"]}
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"):
+        assert "value" not in env[name], name  # from the Secret, never written here
+        assert env[name]["valueFrom"]["secretKeyRef"]["key"] == name
+    assert env["AWS_ENDPOINT_URL"]["valueFrom"]["secretKeyRef"]["optional"] is True

@@ -14,7 +14,7 @@ from typing import Any
 
 from ganserve import bulk
 from ganserve.bulk import FORMATS, merge, run_job, run_translate_job, verify
-from ganserve.bulk.files import local_folder
+from ganserve.bulk.store import open_store
 from ganserve.channels import read_token
 from ganserve.errors import GanserveError, InvalidArgument, ManifestError
 
@@ -50,8 +50,13 @@ def _job_flags(p: Any, shard_size: int) -> None:
     """The flags generate and translate share: model, output, sharding and servers."""
     p.add_argument("--model", required=True)
     p.add_argument("--version", type=int, default=0, help="0: the highest (pinned for the job)")
-    # str, not Path: Path("s3://b/p") is "s3:/b/p", a URL taken for a folder (the jobs refuse URLs)
-    p.add_argument("--out", required=True, help="output folder (resumable)")
+    # str, not Path: Path("s3://b/p") is "s3:/b/p", a URL taken for a folder
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output folder, or an fsspec URL such as s3://bucket/prefix (resumable; the "
+        "endpoint and credentials from the standard AWS environment variables)",
+    )
     p.add_argument("--shard-size", type=int, default=shard_size)
     p.add_argument("--streams", type=int, default=2, help="concurrent streams")
     p.add_argument(
@@ -124,9 +129,10 @@ def main_generate(argv: Sequence[str]) -> int:
 
 
 def _not_a_folder(prog: str, folder: str) -> bool:
-    """A URL given for a dataset folder: a usage error (status 2), said in one line."""
+    """A URL no installed fsspec package knows, given for a dataset: a usage error (status 2),
+    said in one line."""
     try:
-        local_folder(folder)
+        open_store(folder)
     except InvalidArgument as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return True
@@ -137,7 +143,7 @@ def main_merge(argv: Sequence[str]) -> int:
     """`ganserve merge FOLDER`: status 0 merged, 1 not ready (a worker missing, unfinished or
     still running, a shard not as recorded), 2 a manifest that cannot be read."""
     if len(argv) != 1:
-        print("usage: ganserve merge DATASET_FOLDER", file=sys.stderr)
+        print("usage: ganserve merge DATASET_FOLDER_OR_URL", file=sys.stderr)
         return 2
     if _not_a_folder("ganserve merge", argv[0]):
         return 2
@@ -153,7 +159,7 @@ def main_verify(argv: Sequence[str]) -> int:
     """`ganserve verify FOLDER`: status 0 ok, 1 the dataset has problems (one a line), 2 its
     manifest cannot be read."""
     if len(argv) != 1:
-        print("usage: ganserve verify DATASET_FOLDER", file=sys.stderr)
+        print("usage: ganserve verify DATASET_FOLDER_OR_URL", file=sys.stderr)
         return 2
     if _not_a_folder("ganserve verify", argv[0]):
         return 2

@@ -26,8 +26,14 @@ plain name can be: nothing a server says becomes a path. `webdataset` (`shard-NN
 samples `{key}.png`/`.cls`/`.json`, and a wids `index.json` once every shard is done) and
 `parquet` (`data/train-NNNNN-of-NNNNN.parquet` in the Hugging Face layout) are the formats
 training pipelines stream; `ganserve.bulk.formats` has their layout. Every generation dataset
-gets a `README.md` dataset card (the Hugging Face form) as its job starts. `out` is a local
-folder; a URL (`s3://...`) is refused, never taken for a path.
+gets a `README.md` dataset card (the Hugging Face form) as its job starts.
+
+`out` is a local folder or any fsspec URL: `s3://bucket/prefix` (`pip install 'ganserve[s3]'`),
+the endpoint and credentials from the standard AWS environment (`AWS_ENDPOINT_URL`,
+`AWS_ACCESS_KEY_ID`, ...), so one command works against AWS, MinIO or moto. `ganserve.bulk.store`
+says how each guarantee holds there: a PUT is atomic, the manifest is rewritten whole per
+record, and no lock is needed (the manifest's header is created conditionally). A scheme no
+installed fsspec package knows is refused in one line, never taken for a path.
 
 `verify` (and `merge`, and a resume) checks each record against what the job's layout gives
 (shard, start index, count, labels per class, model, version, seed, files), then its files:
@@ -39,7 +45,8 @@ job's (the balanced rule of `ganserve.contract`): a reply that differs is an `Un
 and nothing of it is written. A job's own failures are `ganserve.JobError`s: `FolderLocked`
 (another job is writing to the folder), `ManifestError`, `UnexpectedReply`.
 
-Modules: `files` (atomic writes, checksums, npz bytes, the folder lock), `formats` (tar and
+Modules: `files` (atomic writes, checksums, npz bytes, the folder lock), `store` (a local
+folder or a bucket prefix: where a dataset's files go), `formats` (tar and
 parquet shards, the wids index, the dataset card), `manifest` (its schema,
 reader and writer), `layout` (the job, its shards and their files, the checks of a record),
 `jobs` (`run_job`, `run_translate_job`), `merge` (`merge`, `verify`), `progress`. The commands

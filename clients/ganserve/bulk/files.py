@@ -33,15 +33,16 @@ _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
-def local_folder(folder: str | Path, what: str = "out") -> Path:
+def local_folder(folder: str | Path, what: str = "source") -> Path:
     """`folder` as a local path; InvalidArgument for a URL (`s3://bucket/prefix`, ...), which
-    is never to be taken for a path (`Path` would make a folder `s3:` of it)."""
+    is never to be taken for a path (`Path` would make a folder `s3:` of it). For a
+    translation's sources: a dataset's output may be a URL (`ganserve.bulk.store`)."""
     text = str(folder)
     if _URL.match(text):
         scheme = text.split("://", 1)[0]
         raise InvalidArgument(
-            f"{what}: {text}: {scheme}:// URLs are not written to yet (object storage output "
-            "is not supported in this version); give a local folder"
+            f"{what}: {text}: {scheme}:// URLs are not read from (only --out may be one); give "
+            "a local folder"
         )
     return Path(folder)
 

@@ -26,7 +26,7 @@ import json
 import re
 import tarfile
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
@@ -103,9 +103,10 @@ def tar_bytes(job: Job, start: int, pixels: np.ndarray, labels: np.ndarray | Non
     return buffer.getvalue()
 
 
-def tar_problem(path: Any, job: Job, start: int, n: int) -> str | None:
-    """Why a WebDataset shard does not hold the samples of indices [start, start + n) of
-    `job` (member names in order, and each `.cls` the job's label), or None."""
+def tar_problem(f: BinaryIO, name: str, job: Job, start: int, n: int) -> str | None:
+    """Why a WebDataset shard (open as `f`, named `name`) does not hold the samples of indices
+    [start, start + n) of `job` (member names in order, and each `.cls` the job's label), or
+    None."""
     want_labels = job.labels(start, n)
     want = [
         (name, None if label is None or not name.endswith(".cls") else str(label).encode())
@@ -114,24 +115,24 @@ def tar_problem(path: Any, job: Job, start: int, n: int) -> str | None:
         for name in _members(job, start + j, label)
     ]
     try:
-        with tarfile.open(path, mode="r:") as tar:
+        with tarfile.open(fileobj=f, mode="r:") as tar:
             seen = 0
             for member in tar:
                 if seen == len(want) or member.name != want[seen][0] or not member.isfile():
                     return (
-                        f"{path.name}: member {seen} is not the job's (webdataset samples "
+                        f"{name}: member {seen} is not the job's (webdataset samples "
                         "in index order)"
                     )
                 cls = want[seen][1]
                 if cls is not None:
-                    f = tar.extractfile(member)
-                    if f is None or f.read(32) != cls:
-                        return f"{path.name}: {member.name}: not the job's label"
+                    data = tar.extractfile(member)
+                    if data is None or data.read(32) != cls:
+                        return f"{name}: {member.name}: not the job's label"
                 seen += 1
     except (tarfile.TarError, OSError) as exc:
-        return f"{path.name}: not a readable tar archive ({exc})"
+        return f"{name}: not a readable tar archive ({exc})"
     if seen != len(want):
-        return f"{path.name}: {seen} members; the shard has {len(want)}"
+        return f"{name}: {seen} members; the shard has {len(want)}"
     return None
 
 
@@ -181,25 +182,25 @@ def parquet_bytes(job: Job, start: int, pixels: np.ndarray, labels: np.ndarray |
     return buffer.getvalue()
 
 
-def parquet_problem(path: Any, job: Job, start: int, n: int) -> str | None:
-    """Why a Parquet shard does not hold the rows of indices [start, start + n) of `job`
-    (its columns, its `index` and `label` values), or None."""
+def parquet_problem(f: BinaryIO, name: str, job: Job, start: int, n: int) -> str | None:
+    """Why a Parquet shard (open as `f`, named `name`) does not hold the rows of indices
+    [start, start + n) of `job` (its columns, its `index` and `label` values), or None."""
     pa = _pyarrow()
     want = ["image", "index", *(["label"] if job.conditional else [])]
     try:
-        f = pa.parquet.ParquetFile(path)
-        names = f.schema_arrow.names
-        if names != want:
-            return f"{path.name}: columns {names}; a shard has {want}"
-        if f.metadata.num_rows != n:
-            return f"{path.name}: {f.metadata.num_rows} rows; the shard has {n}"
-        table = f.read(columns=want[1:])
+        shard = pa.parquet.ParquetFile(f)
+        columns = shard.schema_arrow.names
+        if columns != want:
+            return f"{name}: columns {columns}; a shard has {want}"
+        if shard.metadata.num_rows != n:
+            return f"{name}: {shard.metadata.num_rows} rows; the shard has {n}"
+        table = shard.read(columns=want[1:])
     except (pa.ArrowException, OSError) as exc:
-        return f"{path.name}: not a readable parquet file ({exc})"
+        return f"{name}: not a readable parquet file ({exc})"
     if not np.array_equal(table["index"].to_numpy(), np.arange(start, start + n)):
-        return f"{path.name}: index: not the job's for indices {start} to {start + n - 1}"
+        return f"{name}: index: not the job's for indices {start} to {start + n - 1}"
     if job.conditional and not np.array_equal(table["label"].to_numpy(), job.labels(start, n)):
-        return f"{path.name}: label: not the job's for indices {start} to {start + n - 1}"
+        return f"{name}: label: not the job's for indices {start} to {start + n - 1}"
     return None
 
 

@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 
 from ganserve.async_client import AsyncClient
-from ganserve.bulk.files import FolderLock, combined, local_folder, sha256_of, write_atomic
+from ganserve.bulk.files import combined, local_folder, sha256_of
 from ganserve.bulk.formats import card_evaluation, check_format
 from ganserve.bulk.layout import Dataset, Job, Translated
 from ganserve.bulk.manifest import FORMATS, MANIFEST, worker_manifest
 from ganserve.bulk.progress import Progress
+from ganserve.bulk.store import open_store
 from ganserve.contract import INDEX_SPACE, SEEDS
 from ganserve.errors import InvalidArgument, UnexpectedReply
 from ganserve.png import PngError, encode_png, png_header
@@ -94,7 +95,7 @@ async def run_job(
     other workers, each with a manifest of its own; `merge` assembles `manifest.jsonl` once
     all have finished (shards are deterministic, so the workers need no coordination)."""
     _check_job(count, per_class, seed, fmt, shard_size, streams, worker_index, workers)
-    out = local_folder(out)
+    store = open_store(out)
     manifest = MANIFEST if workers == 1 else worker_manifest(worker_index, workers)
     async with AsyncClient(
         list(servers), timeout=timeout, retry=JOB_RETRY, tls=tls, token=token
@@ -123,9 +124,9 @@ async def run_job(
             info.num_classes if conditional else 0,
             info.class_names if conditional else (),
         )
-        dataset = Dataset(Path(out), job, manifest)
+        dataset = Dataset(store, job, manifest)
         # The folder is taken only now that the job is known: a bad model leaves nothing.
-        async with FolderLock(Path(out), None if workers == 1 else manifest):
+        async with store.lock(None if workers == 1 else manifest):
             records = dataset.manifest.resume(dataset.problem)
             if worker_index == 0:  # one writer: the workers would race on its temporary
                 await asyncio.to_thread(dataset.write_card, card_evaluation(info.metadata))
@@ -171,7 +172,7 @@ async def run_job(
             if workers == 1:
                 dataset.finish(records)
     summary = {
-        "out": str(out),
+        "out": store.url,
         "images": count,
         "shards": job.shards,
         "model": model,
@@ -215,7 +216,7 @@ async def run_translate_job(
     atomically, recorded in `out/manifest.jsonl` with their checksums; a re-run redoes only
     missing shards. The job is identified by the model version and the sources' checksums.
     """
-    source, out = local_folder(source, "source"), local_folder(out)
+    source, store = local_folder(source, "source"), open_store(out)
     files = sorted(p for p in source.rglob("*.png") if p.is_file())
     if not files:
         raise InvalidArgument(f"source: no .png files under {source}")
@@ -235,8 +236,8 @@ async def run_translate_job(
             "sources": sha256_of(files),
             "count": len(files),
         }
-        dataset = Translated(out, header)
-        async with FolderLock(out):
+        dataset = Translated(store, header)
+        async with store.lock():
             done = dataset.manifest.resume(dataset.problem)
             progress = Progress(len(files), sum(r["count"] for r in done.values()), quiet)
 
@@ -253,18 +254,17 @@ async def run_translate_job(
                         model, [blobs[j] for j in members], version=info.version
                     )
                     results.update(zip(members, reply.pixels, strict=True))
-                targets = [out / Path(names[i]).with_suffix(".png") for i in chunk]
+                targets = [str(PurePosixPath(names[i]).with_suffix(".png")) for i in chunk]
                 digests = []
                 for j, target in enumerate(targets):
-                    target.parent.mkdir(parents=True, exist_ok=True)
                     data = encode_png(results[j])
-                    digests.append(await asyncio.to_thread(write_atomic, target, data, False))
+                    digests.append(await asyncio.to_thread(store.write, target, data, False))
                 record = {
                     "shard": k,
                     "count": len(chunk),
                     "model": model,
                     "version": info.version,
-                    "files": [str(p.relative_to(out)) for p in targets],
+                    "files": targets,
                     "sha256": combined(digests),
                 }
                 dataset.manifest.append(record)
@@ -275,7 +275,7 @@ async def run_translate_job(
             await _run_shards(todo, streams, make)
             dataset.manifest.finish(done)
     return {
-        "out": str(out),
+        "out": store.url,
         "images": len(files),
         "shards": dataset.shards,
         "model": model,

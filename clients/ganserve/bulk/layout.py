@@ -14,14 +14,15 @@ import re
 import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from ganserve.bulk import formats
-from ganserve.bulk.files import combined, files_problem, npy_header, npz_bytes, write_atomic
+from ganserve.bulk.files import combined, npy_header, npz_bytes
 from ganserve.bulk.manifest import MANIFEST, Manifest, short
+from ganserve.bulk.store import Store, open_store
 from ganserve.contract import balanced_counts, balanced_labels
 from ganserve.errors import UnexpectedReply
 from ganserve.png import encode_png
@@ -112,15 +113,15 @@ def claims(record: dict[str, Any], expected: dict[str, Any]) -> str | None:
     return None
 
 
-def npz_problem(path: Path, job: Job, start: int, n: int) -> str | None:
-    """Why an npz shard does not hold the arrays of indices [start, start + n) of `job`, or
-    None. `images` only by its header; the others once they are seen to fit in the file (a
-    manifest may claim any span)."""
-    name = path.name
+def npz_problem(f: BinaryIO, name: str, job: Job, start: int, n: int) -> str | None:
+    """Why an npz shard (open as `f`, named `name`) does not hold the arrays of indices
+    [start, start + n) of `job`, or None. `images` only by its header; the others once they
+    are seen to fit in the file (a manifest may claim any span)."""
     keys = ["images", "indices", *(["labels"] if job.conditional else [])]
     try:
-        size = path.stat().st_size
-        with zipfile.ZipFile(path) as archive:
+        size = f.seek(0, 2)
+        f.seek(0)
+        with zipfile.ZipFile(f) as archive:
             members = {m.filename: m for m in archive.infolist()}
             if sorted(members) != sorted(f"{k}.npy" for k in keys):
                 return f"{name}: holds {sorted(members)}; a shard holds {keys}"
@@ -128,8 +129,8 @@ def npz_problem(path: Path, job: Job, start: int, n: int) -> str | None:
                 member = members[f"{key}.npy"]
                 if member.compress_type != zipfile.ZIP_STORED:
                     return f"{name}: {key} is compressed; a shard's arrays are stored"
-                with archive.open(member) as f:
-                    shape, dtype = npy_header(f)
+                with archive.open(member) as array:
+                    shape, dtype = npy_header(array)
                     if key == "images":
                         if len(shape) != 4 or shape[0] != n or dtype != np.uint8:
                             return f"{name}: images: {dtype} {shape}; the shard has {n} uint8"
@@ -137,7 +138,7 @@ def npz_problem(path: Path, job: Job, start: int, n: int) -> str | None:
                     if shape != (n,) or dtype != np.int64 or 8 * n > size:
                         return f"{name}: {key}: {dtype} {shape}; the shard has {n} int64"
                     want = np.arange(start, start + n) if key == "indices" else job.labels(start, n)
-                    if not np.array_equal(np.frombuffer(f.read(8 * n), np.int64), want):
+                    if not np.array_equal(np.frombuffer(array.read(8 * n), np.int64), want):
                         return (
                             f"{name}: {key}: not the job's for indices {start} to {start + n - 1}"
                         )
@@ -157,9 +158,9 @@ _STRUCTURE = {
 class Dataset:
     """The output folder of a generation job: shard files plus the manifest."""
 
-    def __init__(self, out: Path, job: Job, manifest: str = MANIFEST) -> None:
-        self.out, self.job = Path(out), job
-        self.manifest = Manifest(self.out, job.header(), manifest)
+    def __init__(self, out: Path | Store, job: Job, manifest: str = MANIFEST) -> None:
+        self.store, self.job = open_store(out), job
+        self.manifest = Manifest(self.store, job.header(), manifest)
         self.folders = class_folders(job.class_names)
 
     @property
@@ -167,25 +168,23 @@ class Dataset:
         """How many shards the job has."""
         return self.job.shards
 
-    def folder(self, label: int | None) -> Path:
+    def folder(self, label: int | None) -> str:
         """Where the png format puts the images of a class (None: an unconditional model's)."""
-        if label is None:
-            return self.out / "images"
-        return self.out / self.folders[label]
+        return "images" if label is None else self.folders[label]
 
-    def files(self, shard: int) -> Iterator[Path]:
-        """The files of one shard, in order (made as they are asked for: a png shard may be
-        long)."""
+    def files(self, shard: int) -> Iterator[str]:
+        """The files of one shard, in order, by their names in the dataset (made as they are
+        asked for: a png shard may be long)."""
         start, n = self.job.span(shard)
         single = self._single_file(shard)
         if single is not None:
-            yield self.out / single
+            yield single
             return
         for first in range(start, start + n, _BLOCK):
             m = min(_BLOCK, start + n - first)
             labels = self.job.labels(first, m)
             for j, i in enumerate(range(first, first + m)):
-                yield self.folder(None if labels is None else int(labels[j])) / f"{i:08d}.png"
+                yield f"{self.folder(None if labels is None else int(labels[j]))}/{i:08d}.png"
 
     def _single_file(self, shard: int) -> str | None:
         """The one file of a shard in the formats that make one (all but png)."""
@@ -201,7 +200,7 @@ class Dataset:
         """The manifest record of one shard, but for its checksum: the job's layout alone."""
         start, n = self.job.span(shard)
         if self.job.format != "png" or n == 1:
-            files: list[str] | str = [str(next(self.files(shard)).relative_to(self.out))]
+            files: list[str] | str = [next(self.files(shard))]
         else:
             files = f"{n} png files"
         return {
@@ -226,37 +225,35 @@ class Dataset:
             arrays = {"images": pixels, "indices": np.arange(start, start + n, dtype=np.int64)}
             if labels is not None:
                 arrays["labels"] = labels
-            digests = [write_atomic(files[0], npz_bytes(arrays))]
+            digests = [self.store.write(files[0], npz_bytes(arrays))]
         elif self.job.format in ("webdataset", "parquet"):
             encode = formats.tar_bytes if self.job.format == "webdataset" else formats.parquet_bytes
-            files[0].parent.mkdir(parents=True, exist_ok=True)
-            digests = [write_atomic(files[0], encode(self.job, start, pixels, labels))]
+            digests = [self.store.write(files[0], encode(self.job, start, pixels, labels))]
         else:
-            digests = []
-            for path, image in zip(files, pixels, strict=True):
-                path.parent.mkdir(parents=True, exist_ok=True)
-                digests.append(write_atomic(path, encode_png(image), sync=False))
+            digests = [
+                self.store.write(name, encode_png(image), sync=False)
+                for name, image in zip(files, pixels, strict=True)
+            ]
         return {**self.expected(shard), "sha256": combined(digests)}
 
     def write_card(self, evaluation: dict[str, Any]) -> None:
         """`README.md`, the dataset card (`formats.card`): written as the job starts (by worker
         0 of a distributed job), the same bytes by every run of the job."""
-        write_atomic(self.out / formats.CARD, formats.card(self.job, evaluation))
+        self.store.write(formats.CARD, formats.card(self.job, evaluation))
 
     def finish(self, records: dict[int, dict]) -> None:
         """What a finished dataset holds beside its shards: the wids index (webdataset).
         Written only once every shard is recorded (by the one worker, or by `merge`)."""
         if self.job.format == "webdataset" and len(records) == self.job.shards:
-            write_atomic(self.out / formats.WIDS_INDEX, formats.wids_index(self.job))
+            self.store.write(formats.WIDS_INDEX, formats.wids_index(self.job))
 
     def extra_problems(self, complete: bool) -> list[str]:
         """What `verify` finds wrong beside the shards: a finished webdataset job without its
         wids index, or with one that is not the job's. (The dataset card is description, not
         data: datasets made before it existed verify without one.)"""
-        if complete and self.job.format == "webdataset":
-            index = self.out / formats.WIDS_INDEX
-            if not index.is_file() or index.read_bytes() != formats.wids_index(self.job):
-                return [f"{formats.WIDS_INDEX}: missing or not the job's wids index"]
+        webdataset = complete and self.job.format == "webdataset"
+        if webdataset and self.store.read(formats.WIDS_INDEX) != formats.wids_index(self.job):
+            return [f"{formats.WIDS_INDEX}: missing or not the job's wids index"]
         return []
 
     def _check_reply(self, shard: int, pixels: np.ndarray, labels: np.ndarray | None) -> None:
@@ -281,21 +278,26 @@ class Dataset:
         the job's layout gives, and its files must match it (see `ganserve.bulk`'s docstring)."""
         if shard >= self.job.shards:
             return f"shard {shard}: beyond the job's {self.job.shards} shards"
-        problem = claims(record, self.expected(shard)) or files_problem(
-            self.out, self.files(shard), record["sha256"]
+        problem = claims(record, self.expected(shard)) or self.store.problem(
+            self.files(shard), record["sha256"]
         )
         check = _STRUCTURE.get(self.job.format)
         if problem is None and check is not None:
-            problem = check(next(self.files(shard)), self.job, *self.job.span(shard))
+            name = next(self.files(shard))
+            try:
+                with self.store.open(name) as f:
+                    problem = check(f, PurePosixPath(name).name, self.job, *self.job.span(shard))
+            except OSError as exc:  # gone since its checksum was read
+                problem = f"{name}: cannot read it ({exc})"
         return None if problem is None else f"shard {shard}: {problem}"
 
 
 class Translated:
     """The output folder of a translation job: the files each record lists, plus the manifest."""
 
-    def __init__(self, out: Path, header: dict[str, Any]) -> None:
-        self.out, self.header = Path(out), header
-        self.manifest = Manifest(self.out, header)
+    def __init__(self, out: Path | Store, header: dict[str, Any]) -> None:
+        self.store, self.header = open_store(out), header
+        self.manifest = Manifest(self.store, header)
         self.shards = shard_count(header["count"], header["shard_size"])
 
     def finish(self, records: dict[int, dict]) -> None:
@@ -319,11 +321,10 @@ class Translated:
         if problem is None and len(record["files"]) != n:
             problem = f"files: {len(record['files'])} listed for a count of {n}"
         if problem is None:
-            files = (self.out / name for name in record["files"])
-            problem = files_problem(self.out, files, record["sha256"])
+            problem = self.store.problem(record["files"], record["sha256"])
         return None if problem is None else f"shard {shard}: {problem}"
 
 
-def dataset_of(out: Path, header: dict[str, Any]) -> Dataset | Translated:
+def dataset_of(out: Path | Store, header: dict[str, Any]) -> Dataset | Translated:
     """The dataset a manifest's (checked) header describes."""
     return Translated(out, header) if "sources" in header else Dataset(out, Job.from_header(header))

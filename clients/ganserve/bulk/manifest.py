@@ -16,15 +16,15 @@ dataset's to check (`ganserve.bulk.layout`), against the header and the files.
 from __future__ import annotations
 
 import json
-import os
 import re
 import reprlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from fnmatch import fnmatch
 from pathlib import Path, PurePath
 from typing import Any
 
-from ganserve.bulk.files import write_atomic
+from ganserve.bulk.store import LocalStore, Store, open_store
 from ganserve.contract import INDEX_SPACE, SEEDS
 from ganserve.errors import InvalidArgument, ManifestError
 
@@ -239,13 +239,25 @@ def read_manifest(path: Path) -> tuple[dict[str, Any] | None, dict[int, dict[str
     return parse_manifest(data, path.name)
 
 
+def read_stored(store: Store, name: str) -> tuple[dict[str, Any] | None, dict[int, dict[str, Any]]]:
+    """`read_manifest` of the manifest `name` in a store (a local folder, or a bucket prefix)."""
+    if isinstance(store, LocalStore):
+        return read_manifest(store.out / name)
+    data = store.read(name)
+    return (None, {}) if data is None else parse_manifest(data, name)
+
+
+def worker_manifests(names: list[str]) -> list[str]:
+    """The names of worker manifests among a folder's names, sorted."""
+    return sorted(n for n in names if fnmatch(n, WORKER_GLOB))
+
+
 class Manifest:
     """`manifest.jsonl` (or a worker's): the job's header line, then one line per finished
     shard."""
 
-    def __init__(self, out: Path, header: dict[str, Any], name: str = MANIFEST) -> None:
-        self.out, self.header = out, header
-        self.path = out / name
+    def __init__(self, out: Path | Store, header: dict[str, Any], name: str = MANIFEST) -> None:
+        self.store, self.header, self.name = open_store(out), header, name
 
     def resume(self, problem: Callable[[int, dict], str | None]) -> dict[int, dict]:
         """Check that `out` is this job's to write (nothing is touched otherwise), write the
@@ -253,8 +265,13 @@ class Manifest:
         finds nothing wrong with."""
         records = self._claim()
         if records is None:
-            write_atomic(self.path, (json.dumps({"job": self.header}) + "\n").encode())
-            return {}
+            if self.store.create(self.name, (json.dumps({"job": self.header}) + "\n").encode()):
+                return {}
+            # made meanwhile by another process (an object store has no folder lock): its job
+            # is this one, to resume, or another, refused
+            records = self._claim()
+            if records is None:
+                raise InvalidArgument(f"out: {self.store.where(self.name)} went as it was made")
         return {k: r for k, r in records.items() if problem(k, r) is None}
 
     def _claim(self) -> dict[int, dict] | None:
@@ -263,28 +280,29 @@ class Manifest:
         worker, another worker's will do) and none of another. InvalidArgument otherwise."""
         # Listed before the manifests are read: a worker writes its manifest before any file
         # of its own, so if a file of another worker is seen here, its manifest is found below.
-        found = sorted(n for n in os.listdir(self.out) if not BOOKKEEPING.fullmatch(n))
+        listed = self.store.names()
+        found = sorted(n for n in listed if not BOOKKEEPING.fullmatch(n))
         names = [MANIFEST]
-        if self.path.name != MANIFEST:  # a worker: the others' manifests are its job's too
-            workers = worker_of(self.path.name)[1]
-            for path in sorted(self.out.glob(WORKER_GLOB)):
+        if self.name != MANIFEST:  # a worker: the others' manifests are its job's too
+            workers = worker_of(self.name)[1]
+            for name in worker_manifests(listed):
                 try:
-                    theirs = worker_of(path.name)[1]
+                    theirs = worker_of(name)[1]
                 except ManifestError as exc:
                     raise InvalidArgument(
-                        f"out: {self.out} holds {exc}; use another folder"
+                        f"out: {self.store.where()} holds {exc}; use another folder"
                     ) from None
                 if theirs != workers:
                     raise InvalidArgument(
-                        f"out: {path} is of a {theirs}-worker run of a job; give --workers "
-                        f"{theirs} to finish it, or use another folder"
+                        f"out: {self.store.where(name)} is of a {theirs}-worker run of a job; "
+                        f"give --workers {theirs} to finish it, or use another folder"
                     )
-                names.append(path.name)
+                names.append(name)
         ours, mine = False, None
         for name in names:
-            path = self.out / name
+            path = self.store.where(name)
             try:
-                header, records = read_manifest(path)
+                header, records = read_stored(self.store, name)
             except ManifestError as exc:
                 raise InvalidArgument(
                     f"out: {path} is not a manifest of a ganserve job ({exc}); use another folder"
@@ -297,24 +315,21 @@ class Manifest:
                     f"out: {path} holds a different job (was, now: {diff}); use another folder"
                 )
             ours = True
-            if path == self.path:
+            if name == self.name:
                 mine = records
         if not ours and found:
             raise InvalidArgument(
-                f"out: {self.out} is not empty and holds no manifest of this job (it holds "
-                f"{found[0]!r}); use an empty folder, or this job's own folder to resume it"
+                f"out: {self.store.where()} is not empty and holds no manifest of this job (it "
+                f"holds {found[0]!r}); use an empty folder, or this job's own folder to resume it"
             )
         return mine
 
     def append(self, record: dict) -> None:
         """Record one finished shard (durably: the shard is trusted from now on)."""
-        with self.path.open("a") as f:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        self.store.append(self.name, (json.dumps(record, sort_keys=True) + "\n").encode())
 
     def finish(self, records: dict[int, dict]) -> None:
         """Rewrite in shard order: identical whatever order the shards finished in."""
         lines = [json.dumps({"job": self.header})]
         lines += [json.dumps(records[k], sort_keys=True) for k in sorted(records)]
-        write_atomic(self.path, ("\n".join(lines) + "\n").encode())
+        self.store.write(self.name, ("\n".join(lines) + "\n").encode())

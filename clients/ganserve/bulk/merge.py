@@ -7,16 +7,16 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ganserve.bulk.files import FolderLock, local_folder
 from ganserve.bulk.layout import dataset_of
 from ganserve.bulk.manifest import (
     BOOKKEEPING,
     MANIFEST,
-    WORKER_GLOB,
-    read_manifest,
+    read_stored,
     worker_manifest,
+    worker_manifests,
     worker_of,
 )
+from ganserve.bulk.store import Store, open_store
 from ganserve.errors import InvalidArgument
 
 
@@ -27,16 +27,16 @@ def merge(out: str | Path) -> dict[str, Any]:
     worker manifest cannot be read; InvalidArgument when a worker is missing, unfinished or
     made another job, or a shard is not what its record says; FolderLocked while a worker
     still writes."""
-    out = local_folder(out)
-    with FolderLock(out, create=False):  # no worker still writing
-        return _merge(out)
+    store = open_store(out)
+    with store.lock(create=False):  # no worker still writing (a local folder's lock)
+        return _merge(store)
 
 
-def _merge(out: Path) -> dict[str, Any]:
-    found = sorted(out.glob(WORKER_GLOB))
+def _merge(store: Store) -> dict[str, Any]:
+    found = worker_manifests(store.names())
     if not found:
-        raise InvalidArgument(f"out: {out} holds no worker manifests to merge")
-    indices = [worker_of(p.name) for p in found]
+        raise InvalidArgument(f"out: {store.where()} holds no worker manifests to merge")
+    indices = [worker_of(name) for name in found]
     workers = {n for _, n in indices}
     if len(workers) != 1:
         raise InvalidArgument(f"out: worker manifests of different worker counts {sorted(workers)}")
@@ -47,7 +47,7 @@ def _merge(out: Path) -> dict[str, Any]:
     header: dict[str, Any] | None = None
     records: dict[int, dict] = {}
     for i in range(n):  # every one is there: n is at most as many as were found
-        h, shards = read_manifest(out / worker_manifest(i, n))
+        h, shards = read_stored(store, worker_manifest(i, n))
         if h is None:
             raise InvalidArgument(f"out: {worker_manifest(i, n)} went while merging")
         if header is not None and h != header:
@@ -55,7 +55,7 @@ def _merge(out: Path) -> dict[str, Any]:
         header = h
         records.update(shards)
     assert header is not None
-    dataset = dataset_of(out, header)
+    dataset = dataset_of(store, header)
     unfinished, how_many = _missing(dataset.shards, records)
     if unfinished:
         raise InvalidArgument(
@@ -68,23 +68,23 @@ def _merge(out: Path) -> dict[str, Any]:
             raise InvalidArgument(f"{problem}; run that shard's worker again")
     dataset.manifest.finish(records)
     dataset.finish(records)
-    for path in found:
-        path.unlink()
-    for path in out.iterdir():  # what killed workers left: their lock files, temporaries
-        if BOOKKEEPING.fullmatch(path.name):
-            path.unlink(missing_ok=True)
-    return {"out": str(out), "workers": n, "shards": len(records), "images": header["count"]}
+    for name in found:
+        store.remove(name)
+    for name in store.names():  # what killed workers left: their lock files, temporaries
+        if BOOKKEEPING.fullmatch(name):
+            store.remove(name)
+    return {"out": store.url, "workers": n, "shards": len(records), "images": header["count"]}
 
 
 def verify(out: str | Path) -> list[str]:
     """Problems found in a dataset folder: empty when its manifest records every shard of its
     job, each as the job's layout gives it and matching its files. ManifestError when the
     manifest cannot be read or breaks its schema."""
-    out = local_folder(out)
-    header, records = read_manifest(out / MANIFEST)
+    store = open_store(out)
+    header, records = read_stored(store, MANIFEST)
     if header is None:
-        return [f"{out / MANIFEST}: missing"]
-    dataset = dataset_of(out, header)
+        return [f"{store.where(MANIFEST)}: missing"]
+    dataset = dataset_of(store, header)
     missing, how_many = _missing(dataset.shards, records)
     problems = [f"shard {k}: missing from the manifest" for k in missing]
     if how_many > len(missing):
