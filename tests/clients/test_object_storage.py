@@ -15,7 +15,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import moto.server as moto_server  # dev dependencies: a missing one fails, it does not skip
 import pytest
+import s3fs  # noqa: F401
 
 from ganserve.bulk import Job, Manifest, verify
 from ganserve.bulk.store import FsspecStore, open_store
@@ -23,9 +25,6 @@ from ganserve.cli import main
 from ganserve.errors import InvalidArgument
 from tests.clients.test_bulk import checksums, one_line
 from tests.servers import CGAN, PIX2PIX, RunningServer
-
-pytest.importorskip("s3fs")
-moto_server = pytest.importorskip("moto.server")
 
 KEY_ID, SECRET = "AKIAGANSERVETEST0042", "ganserve-fake-secret-Zq8XvT3pL0wR"
 
