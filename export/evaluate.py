@@ -22,7 +22,7 @@ import onnx
 import torch
 from torch import nn
 
-from ganserve.export.metadata import ModelCard
+from ganserve.export.metadata import PREFIX, ModelCard
 from ganserve.tensor import to_uint8, to_unit
 from ganserve.training import data
 from ganserve.training.cas import ValueRecipe
@@ -76,21 +76,16 @@ def evaluate_onnx(
 
 def record_value(path: str | Path, value: dict[str, Any]) -> None:
     """Put `value` into the model card of the ONNX file at `path` (provenance.evaluation.value,
-    marked as measured through ONNX Runtime); graph and every other key stay as they were."""
+    marked as measured through ONNX Runtime); the graph and every other key stay as they were."""
     path = Path(path)
     model = onnx.load(str(path))
     card = ModelCard.from_props({p.key: p.value for p in model.metadata_props})
-    provenance = dict(card.provenance)
-    evaluation = dict(provenance.get("evaluation") or {})
+    evaluation = dict(card.provenance.get("evaluation") or {})
     evaluation["value"] = {**value, "measured_on": "onnxruntime, after export"}
-    provenance["evaluation"] = evaluation
-    card = dataclasses.replace(card, provenance=provenance)
-    others = [p for p in model.metadata_props if not p.key.startswith("ganserve.")]
-    del model.metadata_props[:]
-    for prop in others:
-        model.metadata_props.add(key=prop.key, value=prop.value)
-    for key, text in card.to_props().items():
-        model.metadata_props.add(key=key, value=text)
+    card = dataclasses.replace(card, provenance={**card.provenance, "evaluation": evaluation})
+    key = PREFIX + "provenance"
+    (prop,) = (p for p in model.metadata_props if p.key == key)
+    prop.value = card.to_props()[key]
     tmp = path.with_name(path.name + ".tmp")
     onnx.save(model, str(tmp))
     tmp.replace(path)
