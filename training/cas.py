@@ -266,7 +266,7 @@ def value_table(value: dict[str, Any]) -> str:
         )
     head = [
         f"| trained on (tested on {value['test_digits']:,} held-out real digits) | "
-        f"accuracy, mean ± std over {seeds} seeds |",
+        f"accuracy, mean ± std over {seeds} seed{'s' if seeds != 1 else ''} |",
         "|---|---|",
     ]
     targets = ", ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in value["targets"].items())
