@@ -47,13 +47,14 @@ protos: $(VENV)/.dev-installed
 		protos/ganserve/oip/grpc_service.proto
 
 ## models: rebuild the shipped generators end to end (train → evaluate → export → verify), 25 min
-## on 2026-12-02's VM, 49 on a slower one (models/README.md);
+## on 2026-12-02's VM, 49 on a slower one (models/README.md), plus ~10 min for the cgan's value
+## (CAS, augmentation gain), measured once, through ONNX Runtime, into evaluation.json and its card;
 ## replaces runs/{dcgan,cgan,pix2pix,vae,srgan}-mnist and models/mnist-*; judged by the shipped judges/
 models: $(VENV)/.dev-installed
 	test -f judges/classifier.pt || $(BIN)/python -m ganserve.training classifier
 	rm -rf runs/dcgan-mnist runs/cgan-mnist runs/pix2pix-mnist runs/vae-mnist runs/srgan-mnist
 	$(BIN)/python -m ganserve.training dcgan --out runs/dcgan-mnist
-	$(BIN)/python -m ganserve.training cgan --out runs/cgan-mnist
+	$(BIN)/python -m ganserve.training cgan --out runs/cgan-mnist --no-value
 	$(BIN)/python -m ganserve.training pix2pix --out runs/pix2pix-mnist
 	$(BIN)/python -m ganserve.training vae --out runs/vae-mnist
 	$(BIN)/python -m ganserve.training srgan --out runs/srgan-mnist
@@ -64,7 +65,8 @@ models: $(VENV)/.dev-installed
 	$(BIN)/python -m ganserve.export runs/vae-mnist/checkpoint.pt --name mnist-vae --fp16
 	$(BIN)/python -m ganserve.export runs/srgan-mnist/checkpoint.pt --name mnist-sr4x
 	for m in mnist-dcgan mnist-cgan mnist-edges2digits mnist-vae mnist-sr4x; do \
-		$(BIN)/python -m ganserve.export.evaluate models/$$m/1/model.onnx > models/$$m/1/evaluation.json; done
+		$(BIN)/python -m ganserve.export.evaluate models/$$m/1/model.onnx --card \
+			> models/$$m/1/evaluation.json; done
 
 ## demo: a short DCGAN training run on MNIST (10 epochs), with its evaluation
 demo: $(VENV)/.dev-installed

@@ -21,6 +21,12 @@ _DOC = {
 }
 
 
+_NO_VALUE = (
+    "cgan: skip the CAS and augmentation gain (three seeds of six small classifiers, ~10 min "
+    "on one thread)"
+)
+
+
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
@@ -72,6 +78,7 @@ def _add_train_parser(sub: argparse._SubParsersAction, family: str) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1")
     p.add_argument("--resume", type=Path, help="continue from this checkpoint.pt")
     p.add_argument("--no-eval", action="store_true", help="skip the final evaluation")
+    p.add_argument("--no-value", action="store_true", help=_NO_VALUE)
     p.add_argument("--classifier", type=Path, help="digit classifier (trained there if missing)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -91,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="judge the raw G of a run that kept a weight average (--ema), not the average",
     )
+    ev.add_argument("--no-value", action="store_true", help=_NO_VALUE)
     cl = sub.add_parser(
         "classifier",
         help="train the two digit classifiers evaluation uses: the project's and the "
@@ -136,6 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 resume=args.resume,
                 classifier_path=classifier,
                 run_evaluation=not args.no_eval,
+                measure_value=not args.no_value,
                 progress=not args.quiet,
             )
             if result.report is not None:
@@ -147,7 +156,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "evaluate":
             print(
                 json.dumps(
-                    evaluate_checkpoint(args.checkpoint, classifier, args.samples, raw=args.raw),
+                    evaluate_checkpoint(
+                        args.checkpoint,
+                        classifier,
+                        args.samples,
+                        raw=args.raw,
+                        value=not args.no_value,
+                    ),
                     indent=2,
                 )
             )
@@ -176,11 +191,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def evaluate_checkpoint(
-    path: Path, classifier_path: Path, samples: int, *, raw: bool = False
+    path: Path, classifier_path: Path, samples: int, *, raw: bool = False, value: bool = True
 ) -> dict[str, object]:
     """The evaluation report of a saved generator, on the data it was trained on (`raw`: G's
-    own weights, not their moving average)."""
+    own weights, not their moving average; `value`: a cgan's CAS and augmentation gain)."""
     from ganserve.training import data
+    from ganserve.training.cas import ValueRecipe
     from ganserve.training.checkpoint import load_generator
     from ganserve.training.evaluate import evaluate
     from ganserve.training.judge import judges_for
@@ -190,4 +206,7 @@ def evaluate_checkpoint(
         netG.load_state_dict(state["netG"])
     train_split, held_split = data.load(config)
     classifier, judge = judges_for(config, classifier_path)
-    return evaluate(netG, config, train_split, held_split, classifier, judge=judge, n=samples)
+    recipe = ValueRecipe() if value else None
+    return evaluate(
+        netG, config, train_split, held_split, classifier, judge=judge, n=samples, value=recipe
+    )

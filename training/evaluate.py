@@ -9,6 +9,10 @@ training run or tuning has seen. Translation (pix2pix) is judged by L1 and PSNR 
 held-out targets. Super-resolution (srgan) is judged against bicubic upscaling of the same
 low-resolution digits: PSNR to the real ones, and both judges' accuracy on both (and on the
 real digits, the ceiling).
+
+Conditional digit generators are also measured by the value of what they generate (`cas.py`,
+under `value`, when a `ValueRecipe` is given): the Classification Accuracy Score and the gain
+from adding generated images to a few real ones, with a third classifier that is neither judge.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ganserve.training.cas import ValueRecipe, measure_value
 from ganserve.training.classifier import DigitClassifier, to_classifier_input
 from ganserve.training.config import TrainConfig
 from ganserve.training.data import Split
@@ -155,16 +160,19 @@ def evaluate_digits(
     judge: Judge | None = None,
     n: int = 1000,
     seed: int = 1,
+    value: ValueRecipe | None = None,
 ) -> dict[str, Any]:
     """Both judges' reports on n samples (the project classifier's at the top level, as
     before; the independent judge's under "independent"), and the bars, from the independent
-    judge when there is one."""
+    judge when there is one; with `value`, a cgan's CAS and augmentation gain (`cas.py`)."""
     images, labels = generate(netG, config, n, seed)
     report: dict[str, Any] = {"samples": n, **judge_digits(classifier, images, labels, train, held)}
     if judge is not None:
         report["independent"] = judge_digits(judge, images, labels, train, held)
     report["passes"] = bars(report.get("independent", report))
     report["bars_judged_by"] = judged_by(judge)
+    if value is not None and config.family == "cgan":
+        report["value"] = measure_value(netG, config, train, held, value)
     return report
 
 
@@ -267,12 +275,14 @@ def evaluate(
     *,
     judge: Judge | None = None,
     n: int = 1000,
+    value: ValueRecipe | None = None,
 ) -> dict[str, Any]:
-    """The report that fits the family and dataset (see the module docstring)."""
+    """The report that fits the family and dataset (see the module docstring); `value` measures
+    a conditional digit generator's CAS and augmentation gain with that recipe."""
     if config.family == "pix2pix":
         return evaluate_translation(netG, held)
     if config.family == "srgan":
         return evaluate_super_resolution(netG, config, held, classifier, judge=judge)
     if classifier is None or config.dataset != "mnist":
         return {"note": "digit metrics need the mnist dataset and the project's classifier"}
-    return evaluate_digits(netG, config, classifier, train, held, judge=judge, n=n)
+    return evaluate_digits(netG, config, classifier, train, held, judge=judge, n=n, value=value)

@@ -19,6 +19,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from ganserve.training import checkpoint, data
+from ganserve.training.cas import ValueRecipe
 from ganserve.training.classifier import load_or_train
 from ganserve.training.config import TrainConfig
 from ganserve.training.evaluate import evaluate
@@ -76,9 +77,11 @@ def train(
     resume: str | Path | None = None,
     classifier_path: str | Path = DEFAULT_CLASSIFIER,
     run_evaluation: bool = True,
+    measure_value: bool = True,
     progress: bool = True,
 ) -> RunResult:
-    """Train `config` into `out_dir` (checkpoint.pt, samples/, log.jsonl, report.json)."""
+    """Train `config` into `out_dir` (checkpoint.pt, samples/, log.jsonl, report.json);
+    `measure_value`: a cgan's report also has its CAS and augmentation gain (minutes)."""
     out_dir = Path(out_dir)
     rank, world_size = _distributed()
     dev = resolve_device(device)
@@ -202,6 +205,7 @@ def train(
                 classifier,
                 judge=judge,
                 n=config.eval_samples,
+                value=ValueRecipe() if measure_value else None,
             ),
         }
         (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
@@ -263,3 +264,31 @@ def test_version_policies_are_checked(tmp_path: Path, policy: str, ok: bool) -> 
     else:
         with pytest.raises(RepositoryError, match="version_policy must be"):
             read_serving_config(tmp_path)
+
+
+def test_record_value_writes_the_card_and_leaves_the_graph(
+    checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
+    from ganserve.export.evaluate import record_value
+
+    path = export_checkpoint(checkpoints["cgan"], tmp_path / "model.onnx").path
+    before = card_of(path)
+    model = onnx.load(str(path))
+    record_value(path, {"cas_ratio": 0.9})
+    after = card_of(path)
+    assert after.provenance["evaluation"]["value"] == {
+        "cas_ratio": 0.9,
+        "measured_on": "onnxruntime, after export",
+    }
+    assert {k: v for k, v in after.provenance.items() if k != "evaluation"} == {
+        k: v for k, v in before.provenance.items() if k != "evaluation"
+    }
+    assert dataclasses.replace(after, provenance=before.provenance) == before
+    recorded = onnx.load(str(path))
+    assert recorded.graph.SerializeToString() == model.graph.SerializeToString()
+    assert [p.key for p in recorded.metadata_props] == [p.key for p in model.metadata_props]
+    changed = {(p.key, p.value) for p in recorded.metadata_props} - {
+        (p.key, p.value) for p in model.metadata_props
+    }
+    assert [key for key, _ in changed] == ["ganserve.provenance"]
+    assert not list(tmp_path.glob("*.tmp"))

@@ -8,6 +8,7 @@ import pytest
 from ganserve.export.evaluate import OnnxGenerator
 from ganserve.export.metadata import ModelCard
 from ganserve.training import data
+from ganserve.training.cas import MIN_CAS_RATIO, ValueRecipe
 from ganserve.training.classifier import ClassifierResult, load_or_train
 from ganserve.training.config import TrainConfig
 from ganserve.training.evaluate import (
@@ -105,3 +106,23 @@ def test_shipped_model_gives_its_documented_evaluation_through_onnx_runtime(
         assert independent["accuracy"] > independent["accuracy_bicubic"]
         for key, value in documented["independent"].items():
             assert independent[key] == pytest.approx(value, abs=2e-3), key
+
+
+def test_the_shipped_cgan_carries_its_measured_value_in_card_and_evaluation() -> None:
+    # CAS and augmentation gain take ~10 min to measure (python -m bench.augment), so here the
+    # stored figures are checked against each other and against today's recipe
+    documented = json.loads((MODELS / "mnist-cgan" / "1" / "evaluation.json").read_text())
+    value = documented["value"]
+    assert value["recipe"] == ValueRecipe().to_dict()  # a changed recipe needs a new measurement
+    for path in ("model.onnx", "model.fp16.onnx"):
+        card = OnnxGenerator(MODELS / "mnist-cgan" / "1" / path).card
+        recorded = dict(card.provenance["evaluation"]["value"])
+        assert recorded.pop("measured_on") == "onnxruntime, after export"
+        assert recorded == value
+    accuracy = value["accuracy"]
+    assert len(accuracy["generated"]["seeds"]) == len(ValueRecipe().seeds)
+    assert value["cas_ratio"] == pytest.approx(
+        accuracy["generated"]["mean"] / accuracy["real"]["mean"], abs=1e-3
+    )
+    assert value["targets"]["cas_ratio"] == (value["cas_ratio"] >= MIN_CAS_RATIO)
+    assert (value["real_train_digits"], value["test_digits"]) == (4000, 1000)

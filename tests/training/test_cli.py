@@ -50,6 +50,13 @@ def test_missing_checkpoint_to_evaluate(tmp_path: Path, capsys: pytest.CaptureFi
     assert "no such checkpoint file" in error_of(["evaluate", str(tmp_path / "x.pt")], capsys)
 
 
+def test_the_value_measurement_can_be_skipped() -> None:
+    parser = build_parser()
+    assert parser.parse_args(["evaluate", "x.pt", "--no-value"]).no_value
+    assert not parser.parse_args(["evaluate", "x.pt"]).no_value
+    assert parser.parse_args(["cgan", "--out", "x", "--no-value"]).no_value
+
+
 def test_flags_override_family_defaults_which_override_config_defaults() -> None:
     args = build_parser().parse_args(["pix2pix", "--out", "x", "--ngf", "48"])
     config = config_from_args("pix2pix", args)
