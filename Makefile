@@ -47,7 +47,8 @@ protos: $(VENV)/.dev-installed
 		protos/ganserve/oip/grpc_service.proto
 
 ## models: rebuild the shipped generators end to end (train → evaluate → export → verify), 25 min
-## on 2026-12-02's VM, 49 on a slower one (models/README.md), plus ~10 min for the cgan's value
+## on 2026-12-02's VM with an 80-epoch cgan (120 now: ~35 min estimated), 49 on a slower one
+## (models/README.md), plus ~10 min for the cgan's value
 ## (CAS, augmentation gain), measured once, through ONNX Runtime, into evaluation.json and its card;
 ## replaces runs/{dcgan,cgan,pix2pix,vae,srgan}-mnist and models/mnist-*; judged by the shipped judges/
 models: $(VENV)/.dev-installed
