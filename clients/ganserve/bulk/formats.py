@@ -85,22 +85,49 @@ def _members(job: Job, index: int, label: int | None) -> list[str]:
     return [f"{key}.png", *([f"{key}.cls"] if label is not None else []), f"{key}.json"]
 
 
+def _ustar_header(name: str, size: int) -> bytes:
+    """The 512-byte POSIX ustar header of a regular file `name` of `size` bytes with mode 0644,
+    owner 0 and mtime 0: the bytes `tarfile` writes for that TarInfo (tested; no device
+    numbers, as it writes none for a regular file), built here because `tarfile.addfile` cost
+    three times the PNG encoding of a shard (180 of 245 ms for 1,000 samples, measured)."""
+    raw = name.encode()
+    if len(raw) > 100:  # the keys are 8 digits: never, but never a silently cut name
+        raise ValueError(f"tar member name over 100 bytes: {name!r}")
+    header = b"".join(
+        (
+            raw.ljust(100, b"\0"),
+            b"0000644\0",  # mode
+            b"0000000\0",  # uid
+            b"0000000\0",  # gid
+            b"%011o\0" % size,
+            b"00000000000\0",  # mtime
+            b" " * 8,  # the checksum, counted as spaces
+            b"0",  # a regular file
+            b"\0" * 100,  # linkname
+            b"ustar\x0000",
+            b"\0" * (64 + 16 + 167),  # uname, gname, devmajor, devminor, prefix, padding
+        )
+    )
+    checksum = b"%06o\0" % sum(header)
+    return header[:148] + checksum + header[155:]
+
+
 def tar_bytes(job: Job, start: int, pixels: np.ndarray, labels: np.ndarray | None) -> bytes:
-    """A WebDataset shard of images [start, start + len(pixels)): fixed headers (mtime 0,
-    owner 0, mode 0644), so its bytes depend on the images alone."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for j, image in enumerate(pixels):
-            label = None if labels is None else int(labels[j])
-            data = [encode_png(image)]
-            if label is not None:
-                data.append(str(label).encode())
-            data.append(_sample_json(job, start + j, label))
-            for name, blob in zip(_members(job, start + j, label), data, strict=True):
-                info = tarfile.TarInfo(name)
-                info.size, info.mode, info.mtime = len(blob), 0o644, 0
-                tar.addfile(info, io.BytesIO(blob))
-    return buffer.getvalue()
+    """A WebDataset shard of images [start, start + len(pixels)): a POSIX ustar archive with
+    fixed headers (mtime 0, owner 0, mode 0644), so its bytes depend on the images alone."""
+    parts: list[bytes] = []
+    for j, image in enumerate(pixels):
+        label = None if labels is None else int(labels[j])
+        data = [encode_png(image)]
+        if label is not None:
+            data.append(str(label).encode())
+        data.append(_sample_json(job, start + j, label))
+        for name, blob in zip(_members(job, start + j, label), data, strict=True):
+            padding = b"\0" * (-len(blob) % tarfile.BLOCKSIZE)
+            parts += (_ustar_header(name, len(blob)), blob, padding)
+    size = sum(map(len, parts)) + 2 * tarfile.BLOCKSIZE  # the end: two zero blocks
+    parts.append(b"\0" * (2 * tarfile.BLOCKSIZE + -size % tarfile.RECORDSIZE))
+    return b"".join(parts)
 
 
 def tar_problem(f: BinaryIO, name: str, job: Job, start: int, n: int) -> str | None:
