@@ -176,20 +176,16 @@ def test_a_broken_stream_resumes_where_it_broke(monkeypatch: pytest.MonkeyPatch)
         server.stop()
 
 
-def test_a_classifier_trains_on_it(address: str) -> None:
+def test_the_cas_classifier_trains_on_it(address: str) -> None:
+    # the value measurement's own classifier (ganserve.training.cas), fed by the DataLoader
+    from ganserve.training.cas import CasNet
+
     torch.manual_seed(0)
     digits = SyntheticDataset(
-        address, CGAN, per_class=192, seed=SEED, block_size=64, transform=lambda x: x.float() / 255
+        address, CGAN, per_class=192, seed=SEED, block_size=64, transform=lambda x: x / 127.5 - 1
     )
-    net = nn.Sequential(
-        nn.Conv2d(1, 8, 3, stride=2),  # (8, 15, 15)
-        nn.ReLU(),
-        nn.Conv2d(8, 16, 3, stride=2),  # (16, 7, 7)
-        nn.ReLU(),
-        nn.Flatten(),
-        nn.Linear(16 * 7 * 7, 10),
-    )
-    optimiser = torch.optim.Adam(net.parameters(), lr=3e-3)
+    net = CasNet()
+    optimiser = torch.optim.Adam(net.parameters(), lr=1e-3)
     losses = []
     for images, labels in DataLoader(digits, batch_size=64, num_workers=2):
         loss = nn.functional.cross_entropy(net(images), labels)
