@@ -7,7 +7,7 @@ export OMP_NUM_THREADS ?= 2
 PORT ?= 8500
 METRICS_PORT ?= 8501
 
-.PHONY: serve test lint format protos models demo clean
+.PHONY: serve test lint format protos models pictures demo clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +68,11 @@ models: $(VENV)/.dev-installed
 	for m in mnist-dcgan mnist-cgan mnist-edges2digits mnist-vae mnist-sr4x; do \
 		$(BIN)/python -m ganserve.export.evaluate models/$$m/1/model.onnx --card \
 			> models/$$m/1/evaluation.json; done
+	$(MAKE) pictures
+
+## pictures: a picture of every shipped model in docs/images/ (from its ONNX file, seconds)
+pictures: $(VENV)/.dev-installed
+	$(BIN)/python -m ganserve.export.pictures --models models --out docs/images
 
 ## demo: a short DCGAN training run on MNIST (10 epochs), with its evaluation
 demo: $(VENV)/.dev-installed

@@ -14,6 +14,7 @@ commands:
   verify     check a dataset folder against its manifest
   merge      assemble the manifests of a job's workers (generate --workers N) into one
   models     list, load or unload a server's models (ganserve models --help)
+  grid       a PNG grid of what a served generator makes (ganserve grid --help)
 """
 
 
@@ -53,6 +54,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ganserve.models_cli import main as models_main
 
         return models_main(rest)
+    if command == "grid":
+        from ganserve.grid import main as grid_main
+
+        return grid_main(rest)
     print(f"ganserve: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2
 

@@ -1,0 +1,39 @@
+"""`make pictures`: a picture of every shipped model, from its ONNX file alone."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ganserve.cli import main as ganserve
+from ganserve.export import pictures
+from ganserve.grid import GAP
+from tests.servers import CGAN, DCGAN, MODELS, RunningServer
+
+
+def test_a_generators_picture_is_what_ganserve_grid_gets_from_the_server(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    for model in (CGAN, DCGAN):
+        out = tmp_path / f"{model}.png"
+        assert ganserve(["grid", model, "--server", server.address, "--out", str(out)]) == 0
+        with Image.open(io.BytesIO(out.read_bytes())) as image:
+            served = np.asarray(image)
+        local = pictures.generator_grid(MODELS / model / "1" / "model.onnx")
+        assert np.array_equal(local[..., 0], served), model
+
+
+def test_the_pictures_command_draws_every_model_of_a_repository(tmp_path: Path) -> None:
+    assert pictures.main(["--models", str(MODELS), "--out", str(tmp_path)]) == 0
+    drawn = sorted(p.stem for p in tmp_path.glob("*.png"))
+    assert drawn == sorted(p.name for p in MODELS.iterdir() if (p / "1").is_dir())
+    with Image.open(tmp_path / "mnist-sr4x.png") as image:
+        sr = np.asarray(image)
+    # three rows (source, output, target) of the ten classes' first held-out digit, 32x32 x2
+    assert sr.shape[:2] == (3 * (64 + GAP) + GAP, 10 * (64 + GAP) + GAP)
+    shipped = Path(__file__).resolve().parents[2] / "docs" / "images"
+    for path in tmp_path.glob("*.png"):  # the pictures in docs/ are the shipped models' own
+        assert (shipped / path.name).read_bytes() == path.read_bytes(), path.name
