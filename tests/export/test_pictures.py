@@ -35,5 +35,14 @@ def test_the_pictures_command_draws_every_model_of_a_repository(tmp_path: Path) 
     # three rows (source, output, target) of the ten classes' first held-out digit, 32x32 x2
     assert sr.shape[:2] == (3 * (64 + GAP) + GAP, 10 * (64 + GAP) + GAP)
     shipped = Path(__file__).resolve().parents[2] / "docs" / "images"
-    for path in tmp_path.glob("*.png"):  # the pictures in docs/ are the shipped models' own
-        assert (shipped / path.name).read_bytes() == path.read_bytes(), path.name
+    for path in tmp_path.glob("*.png"):  # the pictures in docs/ are the shipped models' own:
+        # equal where they were made; another CPU's kernels may round a few pixels otherwise
+        drawn, documented = (read(p) for p in (path, shipped / path.name))
+        assert drawn.shape == documented.shape, path.name
+        differ = np.abs(drawn.astype(int) - documented) > 2
+        assert differ.mean() < 0.002, (path.name, differ.mean())
+
+
+def read(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image)
