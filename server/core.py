@@ -23,7 +23,7 @@ import numpy as np
 
 from ganserve.contract import INDEX_SPACE, MAX_CHUNK_SIZE, balanced_labels, image_count
 from ganserve.export.metadata import ModelCard
-from ganserve.latent import MIN_TRUNCATION, latents
+from ganserve.latent import latents, truncation_problem
 from ganserve.server.batcher import Queued
 from ganserve.server.config import ServerConfig
 from ganserve.server.errors import Draining, InvalidRequest
@@ -150,8 +150,9 @@ class Core:
 
     def _latent_source(self, g: Generation, card: ModelCard) -> Callable[[int, int], np.ndarray]:
         truncation = float(g.truncation)
-        if truncation and not MIN_TRUNCATION <= truncation <= 10:
-            raise InvalidRequest(f"truncation: {truncation:g}; 0 (off) or {MIN_TRUNCATION} to 10")
+        problem = truncation_problem(truncation)
+        if problem:
+            raise InvalidRequest(problem)
         if g.latents is not None:
             z = g.latents
             if z.dtype != np.float32 or z.ndim != 2 or z.shape[1] != card.latent_size:

@@ -87,6 +87,13 @@ def main_generate(argv: Sequence[str]) -> int:
     size.add_argument("--count", type=int, help="images in all (balanced over classes)")
     size.add_argument("--per-class", type=int, help="images per class (conditional models)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--truncation",
+        type=float,
+        default=0.0,
+        help="the latents' truncation threshold (0.1 to 10; 0, the default: none), recorded "
+        "in the manifest",
+    )
     p.add_argument("--format", choices=FORMATS, default="npz")
     p.add_argument(
         "--workers", type=int, default=1, help="processes sharing the job (then ganserve merge)"
@@ -115,6 +122,7 @@ def main_generate(argv: Sequence[str]) -> int:
         count=args.count,
         per_class=args.per_class,
         seed=args.seed,
+        truncation=args.truncation,
         fmt=args.format,
         shard_size=args.shard_size,
         streams=args.streams,

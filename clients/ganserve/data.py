@@ -11,8 +11,9 @@ Needs torch (`pip install 'ganserve[data]'`); `import ganserve` never imports th
 SDK stays torch-free. The rules, numbered so the tests and the docs can point at them:
 
 1. The dataset is the images of indices `start_index` .. `start_index + count - 1` under `seed`
-   of one model version (`per_class` n of a conditional model: count = n x classes). Item i is
-   `(image, label)`: what a bulk job of that seed writes at index i, byte for byte (the same
+   (and `truncation`, the latent contract's threshold, 0 for none) of one model version
+   (`per_class` n of a conditional model: count = n x classes). Item i is `(image, label)`:
+   what a bulk job of that seed and truncation writes at index i, byte for byte (the same
    streams with the same balanced labels: `ganserve.contract.balanced_labels`, class i mod C),
    as a uint8 tensor [C, H, W] (or `transform(image)`), and the label; -1 for an unconditional
    model.
@@ -59,6 +60,7 @@ from ganserve.bulk.layout import shard_count, shard_span
 from ganserve.client import Client
 from ganserve.contract import INDEX_SPACE, SEEDS, balanced_labels
 from ganserve.errors import InvalidArgument, UnexpectedReply
+from ganserve.latent import truncation_problem
 from ganserve.retry import RetryPolicy
 
 __all__ = ["Mixed", "SyntheticDataset", "mix", "part_blocks"]
@@ -67,6 +69,7 @@ UNLABELLED = -1  # the label of an unconditional model's image
 _CHUNK = 256  # images per streamed message, as bulk jobs read them
 _END = object()  # a source that has run out (None may be an item)
 _IDENTITY = ("model", "version", "seed", "start_index", "count", "block_size", "rank", "world_size")
+_OPTIONAL_IDENTITY = {"truncation": 0.0}  # a state saved before it existed had it off
 
 
 def part_blocks(blocks: int, rank: int, world_size: int, worker: int, num_workers: int) -> range:
@@ -106,6 +109,7 @@ class SyntheticDataset(IterableDataset):
         count: int | None = None,
         per_class: int | None = None,
         seed: int = 0,
+        truncation: float = 0.0,
         version: int = 0,
         start_index: int = 0,
         transform: Callable[[torch.Tensor], Any] | None = None,
@@ -123,6 +127,9 @@ class SyntheticDataset(IterableDataset):
             raise InvalidArgument(f"seed: {seed}; must be an integer from 0 to 2^64 - 1")
         if block_size < 1:
             raise InvalidArgument(f"block_size: {block_size}; must be at least 1")
+        if truncation_problem(truncation):
+            raise InvalidArgument(truncation_problem(truncation))
+        self.truncation = float(truncation)
         self.target, self.model, self.seed, self.start_index = target, model, seed, start_index
         self.transform, self.block_size = transform, block_size
         self.rank, self.world_size = _rank_and_world(rank, world_size)
@@ -204,7 +211,13 @@ class SyntheticDataset(IterableDataset):
     ) -> Iterator[tuple[torch.Tensor, list[int]]]:
         """Images `first` .. `first + n - 1`, one message at a time: uint8 [k, C, H, W], labels;
         the requests are the bulk job's (`ganserve.bulk.jobs.run_job`), so are the images."""
-        options = dict(seed=self.seed, start_index=first, version=self.version, chunk_size=_CHUNK)
+        options = dict(
+            seed=self.seed,
+            start_index=first,
+            truncation=self.truncation,
+            version=self.version,
+            chunk_size=_CHUNK,
+        )
         stream = (
             client.generate_stream(self.model, n, balanced=True, **options)
             if self.conditional
@@ -236,17 +249,19 @@ class SyntheticDataset(IterableDataset):
 
     def state_dict(self) -> dict[str, Any]:
         """What identifies the dataset, and `served`: items served this pass per part."""
-        state: dict[str, Any] = {name: getattr(self, name) for name in _IDENTITY}
+        names = (*_IDENTITY, *_OPTIONAL_IDENTITY)
+        state: dict[str, Any] = {name: getattr(self, name) for name in names}
         state["served"] = dict(self._served)
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Make the next pass of each part in `state_dict` continue after its last served item;
         the state must come from the same dataset (model, version, seed, range, blocks, rank)."""
-        for name in _IDENTITY:
-            if state_dict.get(name) != getattr(self, name):
+        given = {**_OPTIONAL_IDENTITY, **state_dict}
+        for name in (*_IDENTITY, *_OPTIONAL_IDENTITY):
+            if given.get(name) != getattr(self, name):
                 raise InvalidArgument(
-                    f"state_dict: its {name} is {state_dict.get(name)!r}, this dataset's "
+                    f"state_dict: its {name} is {given.get(name)!r}, this dataset's "
                     f"{getattr(self, name)!r}"
                 )
         served = state_dict.get("served")

@@ -33,6 +33,14 @@ import numpy as np
 KNOTS = 2**16 + 1
 MAX_TRUNCATION_ROUNDS = 16
 MIN_TRUNCATION = 0.1
+MAX_TRUNCATION = 10.0  # beyond it nothing is cut in practice: |z| > 10 has probability ~1e-23
+
+
+def truncation_problem(truncation: float) -> str | None:
+    """Why `truncation` is not a threshold a request may give (0 is off), or None."""
+    if truncation == 0 or MIN_TRUNCATION <= truncation <= MAX_TRUNCATION:
+        return None
+    return f"truncation: {truncation:g}; 0 (off) or {MIN_TRUNCATION:g} to {MAX_TRUNCATION:g}"
 
 
 @functools.cache

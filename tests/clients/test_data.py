@@ -10,6 +10,7 @@ import asyncio
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -244,3 +245,22 @@ def test_the_sdk_imports_without_torch_and_ganserve_data_says_what_to_install() 
     )
     out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True)
     assert "pip install 'ganserve[data]'" in out.stdout
+
+
+def test_truncated_items_are_the_truncated_bulk_jobs(address: str, tmp_path: Path) -> None:
+    options = dict(count=200, seed=SEED, truncation=0.5, quiet=True)
+    asyncio.run(run_job([address], CGAN, tmp_path, **options))  # type: ignore[arg-type]
+    with np.load(tmp_path / "shard-00000.npz") as shard:
+        want = shard["images"][:200]
+    digits = SyntheticDataset(address, CGAN, count=200, seed=SEED, truncation=0.5, block_size=64)
+    got = np.stack([as_nhwc(image[None])[0] for image, _ in digits])
+    assert np.array_equal(got, want)
+    state = digits.state_dict()
+    assert state["truncation"] == 0.5
+    plain = SyntheticDataset(address, CGAN, count=200, seed=SEED, block_size=64)
+    with pytest.raises(InvalidArgument, match="truncation"):
+        plain.load_state_dict(state)
+    old = {k: v for k, v in plain.state_dict().items() if k != "truncation"}  # saved before it
+    plain.load_state_dict(old)
+    with pytest.raises(InvalidArgument, match="truncation"):
+        SyntheticDataset(address, CGAN, count=10, truncation=0.01)

@@ -3,11 +3,12 @@
 The job is cut into shards of `shard_size` consecutive indices under one seed. Each shard is
 written to a temporary name and renamed when complete, then recorded in `manifest.jsonl`
 (shard, seed, start index, count, labels per class, model, version, files, sha256; the schema
-is `ganserve.manifest`'s). A re-run of the same command skips the shards the manifest records
-(and whose files still match their checksum) and makes only the missing ones; since an image
-is a function of (model version, seed, index, label), the finished dataset is byte-identical
-to an uninterrupted run. At the end the manifest is rewritten in shard order, so it is
-identical too.
+is `ganserve.manifest`'s; the header line records the job, with `truncation` when the latents
+are truncated, `--truncation T`). A re-run of the same command skips the shards the manifest
+records (and whose files still match their checksum) and makes only the missing ones; since an
+image is a function of (model version, seed, truncation, index, label), the finished dataset is
+byte-identical to an uninterrupted run. At the end the manifest is rewritten in shard order, so
+it is identical too.
 
 A job starts only in an empty folder (or a new one) or in a folder holding a manifest of the
 same job, to resume it; a worker of a distributed job (`--workers N`) also in one holding the

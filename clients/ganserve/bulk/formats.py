@@ -76,6 +76,7 @@ def _sample_json(job: Job, index: int, label: int | None) -> bytes:
         "class_name": None if label is None else job.class_names[label],
         "model": job.model,
         "version": job.version,
+        **({"truncation": job.truncation} if job.truncation else {}),
     }
     return json.dumps(value, sort_keys=True).encode()
 
@@ -294,7 +295,9 @@ def command(job: Job) -> str:
     """The command that makes the job (the servers and workers aside: they do not change it)."""
     return (
         f"ganserve generate --model {job.model} --version {job.version} --count {job.count} "
-        f"--seed {job.seed} --format {job.format} --shard-size {job.shard_size} --out DIR"
+        f"--seed {job.seed} "
+        + (f"--truncation {job.truncation:g} " if job.truncation else "")
+        + f"--format {job.format} --shard-size {job.shard_size} --out DIR"
     )
 
 
@@ -325,7 +328,12 @@ def card(job: Job, evaluation: dict[str, Any], license: str = "apache-2.0") -> b
         "",
         f"Made by the generator `{job.model}` version {job.version}, served by ganserve: image "
         f"i is a function of (model version, seed {job.seed}, i"
-        + (", label)." if job.conditional else ")."),
+        + (", label)" if job.conditional else ")")
+        + (
+            f", its latents truncated at {job.truncation:g} (values beyond are redrawn)."
+            if job.truncation
+            else "."
+        ),
         "",
         f"- Format: `{job.format}`, {job.shards} shard(s) of up to {job.shard_size} images; "
         "`manifest.jsonl` records each shard with its sha256 (`ganserve verify` checks them).",

@@ -19,6 +19,7 @@ from ganserve.bulk.progress import Progress
 from ganserve.bulk.store import open_store
 from ganserve.contract import INDEX_SPACE, SEEDS
 from ganserve.errors import InvalidArgument, UnexpectedReply
+from ganserve.latent import truncation_problem
 from ganserve.png import PngError, encode_png, png_header
 from ganserve.retry import RetryPolicy
 from ganserve.types import ModelInfo
@@ -54,6 +55,7 @@ def _check_job(
     streams: int,
     worker_index: int,
     workers: int,
+    truncation: float = 0.0,
 ) -> None:
     """run_job's arguments that need no server, checked before anything is touched."""
     if not 0 <= worker_index < workers:
@@ -65,6 +67,8 @@ def _check_job(
         raise InvalidArgument("count, per_class: give exactly one")
     if not 0 <= seed < SEEDS:
         raise InvalidArgument(f"seed: {seed}; must be an integer from 0 to 2^64 - 1")
+    if truncation_problem(truncation):
+        raise InvalidArgument(truncation_problem(truncation))
     for name, n in (("count", count), ("per_class", per_class)):
         if n is not None and not 1 <= n <= INDEX_SPACE:
             raise InvalidArgument(f"{name}: {n}; must be an integer from 1 to 2^64")
@@ -78,6 +82,7 @@ async def run_job(
     count: int | None = None,
     per_class: int | None = None,
     seed: int = 0,
+    truncation: float = 0.0,
     fmt: str = "npz",
     shard_size: int = 1000,
     streams: int = 2,
@@ -94,7 +99,7 @@ async def run_job(
     makes only the shards k with k % workers == worker_index, into the same folder as the
     other workers, each with a manifest of its own; `merge` assembles `manifest.jsonl` once
     all have finished (shards are deterministic, so the workers need no coordination)."""
-    _check_job(count, per_class, seed, fmt, shard_size, streams, worker_index, workers)
+    _check_job(count, per_class, seed, fmt, shard_size, streams, worker_index, workers, truncation)
     store = open_store(out)
     manifest = MANIFEST if workers == 1 else worker_manifest(worker_index, workers)
     async with AsyncClient(
@@ -123,6 +128,7 @@ async def run_job(
             conditional,
             info.num_classes if conditional else 0,
             info.class_names if conditional else (),
+            float(truncation),
         )
         dataset = Dataset(store, job, manifest)
         # The folder is taken only now that the job is known: a bad model leaves nothing.
@@ -140,7 +146,13 @@ async def run_job(
 
             async def make(shard: int) -> None:
                 start, n = job.span(shard)
-                kwargs = dict(seed=seed, start_index=start, version=job.version, chunk_size=256)
+                kwargs = dict(
+                    seed=seed,
+                    start_index=start,
+                    truncation=job.truncation,
+                    version=job.version,
+                    chunk_size=256,
+                )
                 stream = (
                     client.generate_stream(model, n, balanced=True, **kwargs)
                     if conditional

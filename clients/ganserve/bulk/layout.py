@@ -74,6 +74,7 @@ class Job:
     conditional: bool = False
     num_classes: int = 0
     class_names: tuple[str, ...] = ()
+    truncation: float = 0.0  # the latents' truncation threshold (ganserve.latent), 0: none
 
     @property
     def shards(self) -> int:
@@ -85,8 +86,12 @@ class Job:
         return shard_span(shard, self.count, self.shard_size)
 
     def header(self) -> dict[str, Any]:
-        """The job as the manifest's first line records it."""
-        return {**asdict(self), "class_names": list(self.class_names)}
+        """The job as the manifest's first line records it (truncation only when on, so a
+        job without it has the header it always had)."""
+        header = {**asdict(self), "class_names": list(self.class_names)}
+        if not self.truncation:
+            del header["truncation"]
+        return header
 
     @classmethod
     def from_header(cls, header: dict[str, Any]) -> Job:

@@ -27,6 +27,7 @@ from typing import Any
 from ganserve.bulk.store import LocalStore, Store, open_store
 from ganserve.contract import INDEX_SPACE, SEEDS
 from ganserve.errors import InvalidArgument, ManifestError
+from ganserve.latent import truncation_problem
 
 MANIFEST = "manifest.jsonl"
 WORKER_GLOB = "manifest.worker-*-of-*.jsonl"
@@ -131,6 +132,18 @@ GENERATION_RECORD: dict[str, Field] = {
     ),
     "sha256": _SHA256,
 }
+# fields a generation job's header names only when they are on
+GENERATION_JOB_OPTIONAL: dict[str, Field] = {
+    "truncation": Field(
+        "a number from 0.1 to 10 (the header names no truncation when it is off)",
+        lambda v: (
+            isinstance(v, int | float)
+            and not isinstance(v, bool)
+            and v != 0
+            and truncation_problem(v) is None
+        ),
+    ),
+}
 TRANSLATION_JOB: dict[str, Field] = {
     "model": _TEXT,
     "version": _VERSION,
@@ -148,13 +161,21 @@ TRANSLATION_RECORD: dict[str, Field] = {
 }
 
 
-def _check(where: str, value: dict[str, Any], schema: dict[str, Field]) -> None:
-    for key, field in schema.items():
+def _check(
+    where: str,
+    value: dict[str, Any],
+    schema: dict[str, Field],
+    optional: dict[str, Field] | None = None,
+) -> None:
+    optional = optional or {}
+    for key, field in {**schema, **optional}.items():
         if key not in value:
+            if key in optional:
+                continue
             raise ManifestError(f"{where}: {key}: missing")
         if not field.ok(value[key]):
             raise ManifestError(f"{where}: {key}: {short(value[key])}; must be {field.rule}")
-    extra = sorted(set(value) - set(schema))
+    extra = sorted(set(value) - set(schema) - set(optional))
     if extra:
         raise ManifestError(f"{where}: {short(extra[0])}: not a field of this manifest")
 
@@ -167,7 +188,10 @@ def _header(where: str, line: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(job, dict):
         raise ManifestError(f"{where}: job: {short(job)}; must be an object")
     translation = "sources" in job
-    _check(where, job, TRANSLATION_JOB if translation else GENERATION_JOB)
+    if translation:
+        _check(where, job, TRANSLATION_JOB)
+    else:
+        _check(where, job, GENERATION_JOB, GENERATION_JOB_OPTIONAL)
     if not translation:
         names, classes = len(job["class_names"]), job["num_classes"]
         if job["conditional"] and (classes < 1 or names != classes):
@@ -310,7 +334,9 @@ class Manifest:
             if header is None:
                 continue
             if header != self.header:
-                diff = {k: (header.get(k), v) for k, v in self.header.items() if header.get(k) != v}
+                keys = sorted(set(header) | set(self.header))
+                diff = {k: (header.get(k), self.header.get(k)) for k in keys}
+                diff = {k: was_now for k, was_now in diff.items() if was_now[0] != was_now[1]}
                 raise InvalidArgument(
                     f"out: {path} holds a different job (was, now: {diff}); use another folder"
                 )
