@@ -155,13 +155,19 @@ def accuracy(net: nn.Module, split: Split, batch: int = 500) -> float:
 
 @torch.no_grad()
 def served_images(
-    netG: nn.Module, config: TrainConfig, n: int, seed: int, batch: int = 500
+    netG: nn.Module,
+    config: TrainConfig,
+    n: int,
+    seed: int,
+    batch: int = 500,
+    truncation: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(images [n, C, H, W] in [-1, 1], labels [n]): what the service returns for a balanced
-    request of n images at `seed` (latent contract, 8-bit levels), none left out."""
+    request of n images at `seed` and `truncation` (latent contract, 8-bit levels), none left
+    out."""
     netG.eval()
     device = next(netG.parameters(), torch.empty(0)).device
-    z = torch.from_numpy(latents(seed, 0, n, config.nz))
+    z = torch.from_numpy(latents(seed, 0, n, config.nz, truncation=truncation))
     labels = torch.from_numpy(balanced_labels(0, n, config.num_classes))
     out = []
     for i in range(0, n, batch):
@@ -198,9 +204,11 @@ def measure_value(
     train: Split,
     held: Split,
     recipe: ValueRecipe | None = None,
+    truncation: float = 0.0,
 ) -> dict[str, Any]:
     """CAS and augmentation gain of conditional `netG` (see the module docstring): accuracy on
-    `held` of the classifier trained on each set, mean, std and value per seed."""
+    `held` of the classifier trained on each set, mean, std and value per seed; the generated
+    images at the latents' `truncation` threshold (0: none, as shipped)."""
     recipe = recipe or ValueRecipe()
     started = time.perf_counter()
     runs: dict[str, list[float]] = {"generated": [], "real": []}
@@ -213,7 +221,9 @@ def measure_value(
 
     with _Threads(recipe.threads):  # generating and testing too: the same sums every run
         for seed in recipe.seeds:
-            fake, fake_labels = served_images(netG, config, recipe.generated, seed)
+            fake, fake_labels = served_images(
+                netG, config, recipe.generated, seed, truncation=truncation
+            )
             score("generated", fake, fake_labels, seed)
             score("real", train.image, train.label, seed)
             for k in recipe.shots:

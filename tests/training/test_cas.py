@@ -90,6 +90,10 @@ def test_served_images_follow_the_latent_contract_balanced_at_8_bits(
     levels = (images + 1) * 127.5
     assert torch.allclose(levels, levels.round(), atol=1e-3)  # the served uint8 levels
     assert images.shape == (30, 1, 32, 32)
+    netG.seen.clear()
+    served_images(netG, CONFIG, 30, seed=7, batch=20, truncation=0.5)  # a truncated request's
+    seen = torch.cat([z for z, _ in netG.seen]).numpy()
+    assert np.array_equal(seen, latents(7, 0, 30, 100, truncation=0.5)) and abs(seen).max() <= 0.5
 
 
 def test_few_shot_takes_k_of_each_class_chosen_by_the_seed(
