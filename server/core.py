@@ -23,7 +23,7 @@ import numpy as np
 
 from ganserve.contract import INDEX_SPACE, MAX_CHUNK_SIZE, balanced_labels, image_count
 from ganserve.export.metadata import ModelCard
-from ganserve.latent import latents, truncation_problem
+from ganserve.latent import endpoint, latents, path_latents, truncation_problem
 from ganserve.server.batcher import Queued
 from ganserve.server.config import ServerConfig
 from ganserve.server.errors import Draining, InvalidRequest
@@ -38,17 +38,31 @@ T = TypeVar("T")
 
 
 @dataclass(slots=True)
+class Path:
+    """A path through the latent space (Interpolate): `steps` images from `start` to `end`,
+    each end a seeded image `(seed, index)` or an explicit float32 [nz] latent; `method` is
+    "spherical" or "linear" (`ganserve.latent.path_latents` defines the latents)."""
+
+    start: tuple[int, int] | np.ndarray
+    end: tuple[int, int] | np.ndarray
+    steps: int
+    method: str = "spherical"
+
+
+@dataclass(slots=True)
 class Generation:
     """Images asked of a generator (unconditional or conditional), in plain values.
 
-    Images are `start_index` .. `start_index + n - 1` of `seed`, or the rows of `latents`.
-    A conditional model needs `condition`: "labels" (one per image), "label" (one for all) or
-    "balanced" (image i shows class i mod C)."""
+    Images are `start_index` .. `start_index + n - 1` of `seed`, the rows of `latents`, or
+    steps `start_index` .. `path.steps - 1` of `path`. A conditional model needs `condition`:
+    "labels" (one per image), "label" (one for all) or "balanced" (image i shows class i mod
+    C)."""
 
     seed: int = 0
     start_index: int = 0
     count: int = 0
     latents: np.ndarray | None = None
+    path: Path | None = None
     truncation: float = 0.0
     condition: str | None = None
     labels: np.ndarray | None = None  # int64, for condition "labels"
@@ -136,7 +150,10 @@ class Core:
         assert card is not None
         label_count = len(g.labels) if g.labels is not None else None
         latent_rows = (g.latents.shape[:1] or (0,))[0] if g.latents is not None else None
-        count, field = image_count(g.count, latent_rows, label_count)
+        if g.path is not None:
+            count, field = self._path_count(g.path, g.start_index), "steps"
+        else:
+            count, field = image_count(g.count, latent_rows, label_count)
         self.check_count(count, stream, field)
         if g.start_index + count > INDEX_SPACE:
             raise InvalidRequest(f"start_index: {g.start_index} + {count} images passes 2^64")
@@ -148,11 +165,21 @@ class Core:
             mv, count, g.start_index, lambda lo, n: {"z": z_of(lo, n), "label": label_of(lo, n)}
         )
 
+    @staticmethod
+    def _path_count(path: Path, start: int) -> int:
+        if path.steps < 2:
+            raise InvalidRequest(f"steps: {path.steps}; at least 2 (both ends are images)")
+        if start >= path.steps:
+            raise InvalidRequest(f"start_index: {start}; a step of the path, 0 to {path.steps - 1}")
+        return path.steps - start
+
     def _latent_source(self, g: Generation, card: ModelCard) -> Callable[[int, int], np.ndarray]:
         truncation = float(g.truncation)
         problem = truncation_problem(truncation)
         if problem:
             raise InvalidRequest(problem)
+        if g.path is not None:
+            return self._path_source(g.path, g.start_index, card.latent_size, truncation)
         if g.latents is not None:
             z = g.latents
             if z.dtype != np.float32 or z.ndim != 2 or z.shape[1] != card.latent_size:
@@ -166,6 +193,19 @@ class Core:
             return lambda lo, n: z[lo : lo + n]
         seed, start, nz = g.seed, g.start_index, card.latent_size
         return lambda lo, n: latents(seed, start + lo, n, nz, truncation=truncation)
+
+    @staticmethod
+    def _path_source(
+        path: Path, start: int, nz: int, truncation: float
+    ) -> Callable[[int, int], np.ndarray]:
+        ends = []
+        for field, point in (("start", path.start), ("end", path.end)):
+            try:
+                ends.append(endpoint(point, nz, truncation=truncation))
+            except ValueError as exc:
+                raise InvalidRequest(f"{field}.latent: {exc}") from None
+        a, b, steps, method = ends[0], ends[1], path.steps, path.method
+        return lambda lo, n: path_latents(a, b, steps, method, start + lo, n)
 
     def _label_source(
         self, g: Generation, card: ModelCard, count: int

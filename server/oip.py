@@ -11,6 +11,11 @@ determinism and metrics (method label "ModelInfer"). What is left here is the OI
 - request parameters `seed`, `start_index`, `count` (int64_param, uint64_param, or a string of
   ASCII digits): a generator asked without `z` makes image i of seed s from the same latent as
   ganserve.v1 does, so the bytes agree across protocols;
+- a path through the latent space (ganserve.v1's Interpolate): parameter `path_steps` N >= 2
+  makes N images from one end to the other, the ends being the rows of `z` FP32 [2, nz] or
+  the images (`seed`, `start_index`) and (`path_end_seed`, default `seed`; `path_end_index`),
+  along `path_method` "spherical" (the default) or "linear"; a conditional model takes one
+  `label` [1] for the whole path;
 - versions: "" (the latest) or ASCII digits, 1 to 2^63 - 1 (`ganserve.contract.parse_version`);
 - the one output, `image_out` UINT8 [N, H, W, C], as `raw_output_contents`.
 """
@@ -25,8 +30,9 @@ import numpy as np
 from ganserve.contract import parse_version
 from ganserve.export.metadata import ModelCard, TensorSpec
 from ganserve.export.repository import RepositoryError
+from ganserve.latent import PATH_METHODS
 from ganserve.oip import grpc_service_pb2 as oip
-from ganserve.server.core import Core, Feeds, Generation
+from ganserve.server.core import Core, Feeds, Generation, Path
 from ganserve.server.errors import (
     Draining,
     InvalidRequest,
@@ -87,6 +93,17 @@ def _parameter(request: oip.ModelInferRequest, name: str) -> int | None:
         f"parameters[{name!r}]: {given}; an integer (int64_param, uint64_param, "
         "or a string of up to 20 ASCII digits)"
     )
+
+
+def _text_parameter(request: oip.ModelInferRequest, name: str, allowed: tuple[str, ...]) -> str:
+    """A string request parameter that must be one of `allowed` (the first when absent)."""
+    if name not in request.parameters:
+        return allowed[0]
+    value = request.parameters[name]
+    if value.WhichOneof("parameter_choice") != "string_param" or value.string_param not in allowed:
+        given = shown(value.string_param) if value.string_param else "not a string"
+        raise InvalidRequest(f"parameters[{name!r}]: {given}; one of {', '.join(allowed)}")
+    return value.string_param
 
 
 def _uint64(value: int | None, field: str) -> int:
@@ -219,8 +236,45 @@ class InferenceService:
                 )
         return inputs
 
+    def _path(self, request: oip.ModelInferRequest, card: ModelCard, inputs: Feeds) -> Any:
+        """The Generation of a ModelInfer call with parameter `path_steps` (Interpolate's)."""
+        names = ("path_steps", "seed", "start_index", "path_end_seed", "path_end_index", "count")
+        steps, seed, start, end_seed, end_index, count = (_parameter(request, p) for p in names)
+        assert steps is not None
+        if count is not None:
+            raise InvalidRequest("parameters: give path_steps or count, not both")
+        self.core.check_count(steps, stream=False, field="parameters['path_steps']")
+        method = _text_parameter(request, "path_method", PATH_METHODS)
+        if "z" in inputs:
+            if any(p is not None for p in (seed, start, end_seed, end_index)):
+                raise InvalidRequest("inputs: give 'z' (the two ends) or seeds, not both")
+            z = inputs["z"]
+            if z.ndim != 2 or len(z) != 2:
+                raise InvalidRequest(f"inputs['z']: shape {list(z.shape)}; a path's ends: [2, nz]")
+            ends: tuple[Any, Any] = (z[0], z[1])
+        else:
+            first = _uint64(seed, "parameters['seed']")
+            ends = (
+                (first, _uint64(start, "parameters['start_index']")),
+                (
+                    _uint64(first if end_seed is None else end_seed, "parameters['path_end_seed']"),
+                    _uint64(end_index, "parameters['path_end_index']"),
+                ),
+            )
+        g = Generation(path=Path(ends[0], ends[1], steps, method))
+        if card.kind != "conditional":
+            return g  # (a 'label' input was refused with the model's other unknown inputs)
+        labels = inputs.get("label")
+        if labels is None or labels.shape != (1,):
+            shape = "none" if labels is None else f"shape {list(labels.shape)}"
+            raise InvalidRequest(f"inputs['label']: {shape}; a path takes one class: [1]")
+        g.condition, g.label = "label", int(labels[0])
+        return g
+
     def _generation(self, request: oip.ModelInferRequest, card: ModelCard, inputs: Feeds) -> Any:
         """The request layer's Generation a ModelInfer call on a generator means."""
+        if "path_steps" in request.parameters:
+            return self._path(request, card, inputs)
         seed, start, count = (_parameter(request, p) for p in ("seed", "start_index", "count"))
         g = Generation(
             seed=_uint64(seed, "parameters['seed']"),

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ganserve.server.core import Core, Generation, Plan
+from ganserve.server.core import Core, Generation, Path, Plan
 from ganserve.server.errors import InvalidRequest, ModelNotFound, ModelUnavailable, WrongKind
 from ganserve.server.images import encode_pngs, float_pixels, model_input, pixels
 from ganserve.server.models import ModelVersion, shown
@@ -19,8 +19,14 @@ from ganserve.v1 import ganserve_pb2_grpc as pb_grpc
 
 OFF_LOOP_LABELS = 1 << 16  # longer label lists are converted on the request pool
 _RPC_OF_KIND = {"unconditional": "Sample", "conditional": "Generate", "translation": "Translate"}
-# each rpc and its stream serve one kind
-_KIND_OF_RPC = {rpc + s: kind for kind, rpc in _RPC_OF_KIND.items() for s in ("", "Stream")}
+# the kinds each rpc and its stream serve: one, but Interpolate serves both generators
+_KINDS_OF_RPC = {rpc + s: {kind} for kind, rpc in _RPC_OF_KIND.items() for s in ("", "Stream")}
+_KINDS_OF_RPC |= {"Interpolate" + s: {"unconditional", "conditional"} for s in ("", "Stream")}
+_METHODS = {
+    pb.InterpolateRequest.METHOD_UNSPECIFIED: "spherical",
+    pb.InterpolateRequest.SPHERICAL: "spherical",
+    pb.InterpolateRequest.LINEAR: "linear",
+}
 _ENCODINGS = (pb.ENCODING_UNSPECIFIED, pb.RAW_UINT8, pb.RAW_FLOAT32, pb.PNG)
 
 
@@ -47,12 +53,15 @@ class GeneratorService(pb_grpc.GeneratorServicer):
 
     def _kind(self, mv: ModelVersion, method: str) -> None:
         assert mv.card is not None
-        if mv.card.kind != _KIND_OF_RPC[method]:
+        if mv.card.kind not in _KINDS_OF_RPC[method]:
             wanted = _RPC_OF_KIND[mv.card.kind]
             raise WrongKind(f"model: {mv.name!r} is {mv.card.kind}; call {wanted}, not {method}")
 
     async def _generation(self, request: Any) -> Generation:
-        """The request layer's Generation for a SampleRequest or GenerateRequest."""
+        """The request layer's Generation for a SampleRequest, GenerateRequest or
+        InterpolateRequest."""
+        if isinstance(request, pb.InterpolateRequest):
+            return self._interpolation(request)
         g = Generation(
             seed=request.seed,
             start_index=request.start_index,
@@ -70,6 +79,16 @@ class GeneratorService(pb_grpc.GeneratorServicer):
                     g.labels = await self.core.off_loop(_labels_array, request.labels)
                 else:
                     g.labels = np.asarray(values, np.int64)
+        return g
+
+    def _interpolation(self, request: pb.InterpolateRequest) -> Generation:
+        if request.method not in _METHODS:
+            raise InvalidRequest(f"method: {request.method}; SPHERICAL or LINEAR")
+        ends = [_point(request, "start"), _point(request, "end")]
+        path = Path(ends[0], ends[1], request.steps, _METHODS[request.method])
+        g = Generation(start_index=request.start_index, path=path, truncation=request.truncation)
+        if request.HasField("label"):
+            g.condition, g.label = "label", request.label
         return g
 
     async def _reply(
@@ -136,10 +155,18 @@ class GeneratorService(pb_grpc.GeneratorServicer):
         return info
 
     async def _plan(self, mv: ModelVersion, request: Any, method: str, stream: bool) -> Plan:
-        """The checked plan of a Sample/Generate request (its encoding checked too)."""
+        """The checked plan of a Sample/Generate/Interpolate request (its encoding too)."""
         self._kind(mv, method)
         _itemsize(request.encoding)
-        return self.core.plan(mv, await self._generation(request), stream=stream)
+        g = await self._generation(request)
+        card = mv.card
+        assert card is not None
+        if g.path is not None and card.kind == "unconditional" and g.condition is not None:
+            raise WrongKind(f"label: model {mv.name!r} is unconditional; it takes no label")
+        if g.path is not None and card.kind == "conditional" and g.condition is None:
+            classes = f"0 to {card.num_classes - 1}"
+            raise InvalidRequest(f"label: required by a conditional model ({classes})")
+        return self.core.plan(mv, g, stream=stream)
 
     def _check_reply_size(self, mv: ModelVersion, n: int, encoding: int) -> None:
         card = mv.card
@@ -181,6 +208,14 @@ class GeneratorService(pb_grpc.GeneratorServicer):
     ) -> AsyncIterator[pb.ImageBatch]:
         return self._stream(request, "GenerateStream")
 
+    async def Interpolate(self, request: pb.InterpolateRequest, context: Any) -> pb.ImageBatch:
+        return await self._unary(request, "Interpolate")
+
+    def InterpolateStream(
+        self, request: pb.InterpolateRequest, context: Any
+    ) -> AsyncIterator[pb.ImageBatch]:
+        return self._stream(request, "InterpolateStream")
+
     async def _translate(self, request: pb.TranslateRequest, method: str) -> pb.ImageBatch:
         async with self.core.lease(request.model, request.version) as mv:
             self._kind(mv, method)
@@ -207,6 +242,19 @@ class GeneratorService(pb_grpc.GeneratorServicer):
     ) -> AsyncIterator[pb.ImageBatch]:
         async for request in requests:
             yield await self._translate(parsed(request), "TranslateStream")
+
+
+def _point(request: pb.InterpolateRequest, field: str) -> tuple[int, int] | np.ndarray:
+    """One end of the path: (seed, index), or its explicit latent as an array."""
+    if not request.HasField(field):
+        raise InvalidRequest(f"{field}: required (an image's seed and index, or a latent)")
+    point = getattr(request, field)
+    which = point.WhichOneof("point")
+    if which is None:
+        raise InvalidRequest(f"{field}: give image (seed and index) or latent")
+    if which == "image":
+        return (point.image.seed, point.image.index)
+    return tensor_to_array(point.latent, f"{field}.latent")
 
 
 def _labels_array(labels: pb.LabelList) -> np.ndarray:

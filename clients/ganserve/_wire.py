@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ganserve import latent
 from ganserve.contract import parse_version, request_count
 from ganserve.errors import InvalidArgument
 from ganserve.tensor import from_tensor, to_tensor
@@ -90,6 +91,53 @@ def generate_request(
     return request
 
 
+Point = tuple[int, int] | np.ndarray  # one end of a path: (seed, index), or a latent [nz]
+# the path methods (ganserve.latent's) and their wire values
+PATH_METHODS = {m: pb.InterpolateRequest.Method.Value(m.upper()) for m in latent.PATH_METHODS}
+
+
+def _point(message: pb.LatentPoint, point: Point, field: str) -> None:
+    if isinstance(point, tuple):
+        if len(point) != 2:
+            raise InvalidArgument(f"{field}: {point!r}; (seed, index) or a latent vector")
+        message.image.seed, message.image.index = point
+    else:
+        message.latent.CopyFrom(to_tensor(np.asarray(point, np.float32)))
+
+
+def interpolate_request(
+    model: str,
+    start: Point,
+    end: Point,
+    steps: int,
+    *,
+    method: str,
+    label: int | None,
+    truncation: float,
+    version: int,
+    output: str,
+    start_index: int = 0,
+    chunk_size: int = 0,
+) -> pb.InterpolateRequest:
+    if method not in PATH_METHODS:
+        raise InvalidArgument(f"method: {method!r}; one of {', '.join(PATH_METHODS)}")
+    request = pb.InterpolateRequest(
+        model=model,
+        version=version,
+        steps=steps,
+        start_index=start_index,
+        method=PATH_METHODS[method],
+        truncation=truncation,
+        encoding=encoding(output),
+        chunk_size=chunk_size,
+    )
+    _point(request.start, start, "start")
+    _point(request.end, end, "end")
+    if label is not None:
+        request.label = label
+    return request
+
+
 def translate_request(
     model: str, images: np.ndarray, *, version: int, output: str
 ) -> pb.TranslateRequest:
@@ -152,6 +200,8 @@ def resume(request: Any, received: int) -> Any:
     rest = type(request)()
     rest.CopyFrom(request)
     rest.start_index = request.start_index + received
+    if isinstance(request, pb.InterpolateRequest):
+        return rest  # the path's later steps: its count follows from start_index
     if request.HasField("latents"):
         n = request.latents.shape[0]
         row = len(request.latents.data) // max(n, 1)

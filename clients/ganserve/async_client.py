@@ -13,6 +13,7 @@ import numpy as np
 
 from ganserve import _wire
 from ganserve._base import Base
+from ganserve._wire import Point
 from ganserve.oip import grpc_service_pb2 as oip
 from ganserve.types import Images, Labels, ModelInfo, RepositoryModel
 from ganserve.v1 import ganserve_pb2 as pb
@@ -241,3 +242,61 @@ class AsyncClient(Base):
             chunk_size=chunk_size,
         )
         return self._stream("GenerateStream", request, timeout)
+
+    async def interpolate(
+        self,
+        model: str,
+        start: Point,
+        end: Point,
+        steps: int,
+        *,
+        method: str = "spherical",
+        label: int | None = None,
+        truncation: float = 0.0,
+        version: int = 0,
+        output: str = "uint8",
+        timeout: float | None = None,
+    ) -> Images:
+        """`Client.interpolate`, awaited."""
+        request = _wire.interpolate_request(
+            model,
+            start,
+            end,
+            steps,
+            method=method,
+            label=label,
+            truncation=truncation,
+            version=version,
+            output=output,
+        )
+        return _wire.images(await self._call("Interpolate", request, timeout))
+
+    def interpolate_stream(
+        self,
+        model: str,
+        start: Point,
+        end: Point,
+        steps: int,
+        *,
+        method: str = "spherical",
+        label: int | None = None,
+        truncation: float = 0.0,
+        chunk_size: int = 0,
+        version: int = 0,
+        output: str = "uint8",
+        timeout: float | None = None,
+    ) -> AsyncIterator[Images]:
+        """A long path in order, `chunk_size` images at a time (0: the server's default)."""
+        request = _wire.interpolate_request(
+            model,
+            start,
+            end,
+            steps,
+            method=method,
+            label=label,
+            truncation=truncation,
+            version=version,
+            output=output,
+            chunk_size=chunk_size,
+        )
+        return self._stream("InterpolateStream", request, timeout)

@@ -23,6 +23,7 @@ import numpy as np
 
 from ganserve import _wire
 from ganserve._base import DEFAULT_TIMEOUT, Base
+from ganserve._wire import Point
 from ganserve.async_client import AsyncClient
 from ganserve.oip import grpc_service_pb2 as oip
 from ganserve.retry import RetryPolicy
@@ -253,3 +254,64 @@ class Client(Base):
             chunk_size=chunk_size,
         )
         return self._stream("GenerateStream", request, timeout)
+
+    def interpolate(
+        self,
+        model: str,
+        start: Point,
+        end: Point,
+        steps: int,
+        *,
+        method: str = "spherical",
+        label: int | None = None,
+        truncation: float = 0.0,
+        version: int = 0,
+        output: str = "uint8",
+        timeout: float | None = None,
+    ) -> Images:
+        """`steps` images along the path from `start` to `end` (each a seeded image's
+        `(seed, index)` or a float32 latent [nz]), both included, "spherical" or "linear";
+        `label`: the class of every image (conditional models). The latents are
+        `ganserve.latent.path_latents`'s, so a caller can make them locally."""
+        request = _wire.interpolate_request(
+            model,
+            start,
+            end,
+            steps,
+            method=method,
+            label=label,
+            truncation=truncation,
+            version=version,
+            output=output,
+        )
+        return _wire.images(self._call("Interpolate", request, timeout))
+
+    def interpolate_stream(
+        self,
+        model: str,
+        start: Point,
+        end: Point,
+        steps: int,
+        *,
+        method: str = "spherical",
+        label: int | None = None,
+        truncation: float = 0.0,
+        chunk_size: int = 0,
+        version: int = 0,
+        output: str = "uint8",
+        timeout: float | None = None,
+    ) -> Iterator[Images]:
+        """A long path in order, `chunk_size` images at a time (0: the server's default)."""
+        request = _wire.interpolate_request(
+            model,
+            start,
+            end,
+            steps,
+            method=method,
+            label=label,
+            truncation=truncation,
+            version=version,
+            output=output,
+            chunk_size=chunk_size,
+        )
+        return self._stream("InterpolateStream", request, timeout)

@@ -50,7 +50,10 @@ def image_count(
 
 
 def request_count(request: Any) -> int:
-    """`image_count` of a ganserve.v1 SampleRequest or GenerateRequest."""
+    """`image_count` of a ganserve.v1 SampleRequest or GenerateRequest; an InterpolateRequest's
+    steps from its start_index on."""
+    if "steps" in request.DESCRIPTOR.fields_by_name:
+        return max(0, request.steps - request.start_index)
     latent_rows = (list(request.latents.shape) or [0])[0] if request.HasField("latents") else None
     lists = "condition" in request.DESCRIPTOR.oneofs_by_name
     labels = lists and request.WhichOneof("condition") == "labels"

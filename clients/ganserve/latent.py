@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import threading
 from statistics import NormalDist
 
@@ -139,3 +140,74 @@ def _runs(rows: np.ndarray) -> list[tuple[int, int]]:
     """Consecutive runs [lo, hi) of sorted row numbers, so redraws stay vectorised."""
     breaks = np.flatnonzero(np.diff(rows) != 1) + 1
     return [(int(r[0]), int(r[-1]) + 1) for r in np.split(rows, breaks)]
+
+
+# -- paths through the latent space (Interpolate) ---------------------------------------------
+
+PATH_METHODS = ("spherical", "linear")
+_PARALLEL = 1e-6  # sin(angle) below it: the ends are (anti)parallel and slerp is linear
+
+
+def endpoint(
+    point: tuple[int, int] | np.ndarray, nz: int, *, truncation: float = 0.0
+) -> np.ndarray:
+    """float32 [nz]: one end of a path. `(seed, index)` is that image's latent (truncated as
+    `latents` truncates: redrawn); an explicit vector is checked and clipped to `truncation`."""
+    if isinstance(point, tuple):
+        seed, index = point
+        return latents(seed, index, 1, nz, truncation=truncation)[0]
+    z = np.asarray(point)
+    if z.dtype != np.float32 or z.shape != (nz,):
+        raise ValueError(f"{z.dtype}{list(z.shape)}; must be float32 [{nz}]")
+    if not np.isfinite(z).all():
+        raise ValueError("contains NaN or infinity")
+    return np.clip(z, -truncation, truncation) if truncation else z.copy()
+
+
+def path_coefficients(
+    a: np.ndarray, b: np.ndarray, steps: int, method: str, lo: int = 0, n: int | None = None
+) -> np.ndarray:
+    """float64 [n, 2]: the weights (of a, of b) of steps lo .. lo + n - 1 (all by default),
+    step k at t = float64(k) / float64(steps - 1).
+
+    Linear: (1 - t, t). Spherical (slerp, Shoemake 1985; White 2016 for GAN latents): with the
+    angle w between a and b, (sin((1 - t) w), sin(t w)) / sin w, falling back to linear when
+    sin w < 1e-6. The angle comes from exact float64 products summed by `math.fsum` (correctly
+    rounded), then `math.acos` and `math.sin`: the same on every machine whose libm rounds
+    them alike (glibc's do; the ends are exact everywhere: (1, 0) and (0, 1))."""
+    if method not in PATH_METHODS:
+        raise ValueError(f"method {method!r}; one of {', '.join(PATH_METHODS)}")
+    if steps < 2:
+        raise ValueError(f"steps {steps}; at least 2 (both ends are images)")
+    n = steps - lo if n is None else n
+    if not 0 <= lo <= lo + n <= steps:
+        raise ValueError(f"steps {lo} .. {lo + n - 1} of a path of {steps}")
+    t = (np.arange(n, dtype=np.float64) + float(lo)) / float(steps - 1)
+    linear = np.stack([1.0 - t, t], axis=1)
+    if method == "linear":
+        return linear
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    norm_a = math.sqrt(math.fsum((a64 * a64).tolist()))
+    norm_b = math.sqrt(math.fsum((b64 * b64).tolist()))
+    if not norm_a or not norm_b:
+        return linear
+    cos = max(-1.0, min(1.0, math.fsum((a64 * b64).tolist()) / (norm_a * norm_b)))
+    angle = math.acos(cos)
+    sin = math.sin(angle)
+    if sin < _PARALLEL:
+        return linear
+    return np.array([(math.sin((1 - x) * angle) / sin, math.sin(x * angle) / sin) for x in t])
+
+
+def path_latents(
+    a: np.ndarray, b: np.ndarray, steps: int, method: str = "spherical", lo: int = 0,
+    n: int | None = None,
+) -> np.ndarray:  # fmt: skip
+    """float32 [n, nz]: steps lo .. lo + n - 1 of the path from `a` to `b` (both float32 [nz],
+    see `endpoint`) in `steps` images, both ends included: step k is float32(c_a) * a +
+    float32(c_b) * b in float32 arithmetic, (c_a, c_b) from `path_coefficients`. Step 0 is `a`
+    and step steps - 1 is `b`, bit for bit."""
+    c = path_coefficients(a, b, steps, method, lo, n).astype(np.float32)
+    z = c[:, :1] * a[None, :]
+    z += c[:, 1:] * b[None, :]
+    return z

@@ -29,6 +29,8 @@ PUBLIC = [
     "translate_png",
     "sample_stream",
     "generate_stream",
+    "interpolate",
+    "interpolate_stream",
     "repository_index",
     "load_model",
     "unload_model",

@@ -11,7 +11,8 @@ from PIL import Image
 from ganserve.cli import main as ganserve
 from ganserve.export import pictures
 from ganserve.grid import GAP
-from tests.servers import CGAN, DCGAN, MODELS, RunningServer
+from ganserve.v1 import ganserve_pb2 as pb
+from tests.servers import CGAN, DCGAN, MODELS, PIX2PIX, SR4X, RunningServer, images
 
 
 def test_a_generators_picture_is_what_ganserve_grid_gets_from_the_server(
@@ -26,10 +27,34 @@ def test_a_generators_picture_is_what_ganserve_grid_gets_from_the_server(
         assert np.array_equal(local[..., 0], served), model
 
 
+def test_the_path_picture_is_what_interpolate_serves_and_the_truncation_grid_what_sample_does(
+    server: RunningServer,
+) -> None:
+    for model in (CGAN, DCGAN):
+        onnx = MODELS / model / "1" / "model.onnx"
+        local, served = pictures.path_images(onnx), []
+        for row in range(pictures.PATHS):
+            (a, i), (b, j) = pictures.path_ends(row)
+            request = pb.InterpolateRequest(model=model, steps=pictures.STEPS)
+            request.start.image.seed, request.start.image.index = a, i
+            request.end.image.seed, request.end.image.index = b, j
+            if model == CGAN:
+                request.label = pictures.PATH_LABELS[row]
+            served.append(images(server.stub.Interpolate(request)))
+        assert np.array_equal(local, np.concatenate(served)), model
+    local = pictures.truncation_images(MODELS / DCGAN / "1" / "model.onnx")
+    for k, t in enumerate(pictures.THRESHOLDS):
+        call = pb.SampleRequest(model=DCGAN, seed=pictures.SEED, count=10, truncation=t)
+        assert np.array_equal(local[10 * k : 10 * k + 10], images(server.stub.Sample(call)))
+
+
 def test_the_pictures_command_draws_every_model_of_a_repository(tmp_path: Path) -> None:
     assert pictures.main(["--models", str(MODELS), "--out", str(tmp_path)]) == 0
     drawn = sorted(p.stem for p in tmp_path.glob("*.png"))
-    assert drawn == sorted(p.name for p in MODELS.iterdir() if (p / "1").is_dir())
+    models = [p.name for p in MODELS.iterdir() if (p / "1").is_dir()]
+    generators = [m for m in models if m not in (PIX2PIX, SR4X)]
+    latent_space = [f"{m}{suffix}" for m in generators for suffix in ("-path", "-truncation")]
+    assert drawn == sorted(models + latent_space)
     with Image.open(tmp_path / "mnist-sr4x.png") as image:
         sr = np.asarray(image)
     # three rows (source, output, target) of the ten classes' first held-out digit, 32x32 x2

@@ -237,3 +237,58 @@ def test_a_well_formed_version_that_does_not_exist_is_not_found(
     with pytest.raises(grpc.RpcError) as info:
         stub.ModelMetadata(oip.ModelMetadataRequest(name=DCGAN, version=str(2**63)))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def _path(model: str, steps: int, **parameters: int) -> oip.ModelInferRequest:
+    return _infer(model, path_steps=steps, **parameters)
+
+
+def test_a_path_by_parameters_is_ganserve_v1s_interpolate(
+    server: RunningServer, stub: oip_grpc.GRPCInferenceServiceStub
+) -> None:
+    end = pb.LatentPoint(image=pb.ImageRef(seed=9, index=2))
+    start = pb.LatentPoint(image=pb.ImageRef(seed=7, index=5))
+    v1 = server.stub.Interpolate(pb.InterpolateRequest(model=DCGAN, start=start, end=end, steps=6))
+    seeded = stub.ModelInfer(_path(DCGAN, 6, seed=7, start_index=5, path_end_seed=9,
+                                   path_end_index=2))  # fmt: skip
+    assert list(seeded.outputs[0].shape) == [6, 32, 32, 1]
+    assert seeded.raw_output_contents[0] == images(v1).tobytes()
+    # the ends as the two rows of z, along a line, for a conditional model's one class
+    z = np.random.default_rng(3).standard_normal((2, 100)).astype(np.float32)
+    request = _with(_path(CGAN, 4), path_method="linear")
+    request.inputs.add(name="z", datatype="FP32", shape=[2, 100])
+    request.inputs.add(name="label", datatype="INT64", shape=[1])
+    request.raw_input_contents.extend([z.tobytes(), np.int64(4).tobytes()])
+    ends = [pb.LatentPoint(latent=pb.Tensor(dtype="float32", shape=[100], data=r.tobytes()))
+            for r in z]  # fmt: skip
+    path = pb.InterpolateRequest(model=CGAN, start=ends[0], end=ends[1], steps=4, label=4)
+    path.method = pb.InterpolateRequest.LINEAR
+    v1 = server.stub.Interpolate(path)
+    assert stub.ModelInfer(request).raw_output_contents[0] == images(v1).tobytes()
+
+
+def _labelled(request: oip.ModelInferRequest, labels: list[int]) -> oip.ModelInferRequest:
+    request.inputs.add(name="label", datatype="INT64", shape=[len(labels)])
+    request.inputs[-1].contents.int64_contents.extend(labels)
+    return request
+
+
+@pytest.mark.parametrize(
+    ("request_", "words"),
+    [
+        (_path(DCGAN, 1), "steps: 1; at least 2"),
+        (_path(DCGAN, 5000), "parameters['path_steps']: 5000; must be 1 to"),
+        (_path(DCGAN, 3, count=3), "give path_steps or count, not both"),
+        (_with(_path(DCGAN, 3), path_method="cubic"), "parameters['path_method']: 'cubic'; one"),
+        (_path(CGAN, 3), "inputs['label']: none; a path takes one class: [1]"),
+        (_labelled(_path(CGAN, 3), [1, 2, 3]), "inputs['label']: shape [3]; a path takes one"),
+        (_labelled(_path(CGAN, 3), [11]), "label: label 11 out of range"),
+    ],
+)
+def test_bad_paths_over_oip_are_invalid_argument_naming_the_field(
+    stub: oip_grpc.GRPCInferenceServiceStub, request_: oip.ModelInferRequest, words: str
+) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        stub.ModelInfer(request_)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
+    assert words in info.value.details()

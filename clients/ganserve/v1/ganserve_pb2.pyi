@@ -185,6 +185,56 @@ class GenerateRequest(_message.Message):
     balanced: bool
     def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., count: _Optional[int] = ..., seed: _Optional[int] = ..., start_index: _Optional[int] = ..., latents: _Optional[_Union[Tensor, _Mapping]] = ..., truncation: _Optional[float] = ..., encoding: _Optional[_Union[Encoding, str]] = ..., chunk_size: _Optional[int] = ..., labels: _Optional[_Union[LabelList, _Mapping]] = ..., label: _Optional[int] = ..., balanced: bool = ...) -> None: ...
 
+class ImageRef(_message.Message):
+    __slots__ = ("seed", "index")
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    seed: int
+    index: int
+    def __init__(self, seed: _Optional[int] = ..., index: _Optional[int] = ...) -> None: ...
+
+class LatentPoint(_message.Message):
+    __slots__ = ("image", "latent")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    LATENT_FIELD_NUMBER: _ClassVar[int]
+    image: ImageRef
+    latent: Tensor
+    def __init__(self, image: _Optional[_Union[ImageRef, _Mapping]] = ..., latent: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+
+class InterpolateRequest(_message.Message):
+    __slots__ = ("model", "version", "start", "end", "steps", "start_index", "method", "truncation", "encoding", "chunk_size", "label")
+    class Method(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        METHOD_UNSPECIFIED: _ClassVar[InterpolateRequest.Method]
+        SPHERICAL: _ClassVar[InterpolateRequest.Method]
+        LINEAR: _ClassVar[InterpolateRequest.Method]
+    METHOD_UNSPECIFIED: InterpolateRequest.Method
+    SPHERICAL: InterpolateRequest.Method
+    LINEAR: InterpolateRequest.Method
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    START_INDEX_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATION_FIELD_NUMBER: _ClassVar[int]
+    ENCODING_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_SIZE_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: int
+    start: LatentPoint
+    end: LatentPoint
+    steps: int
+    start_index: int
+    method: InterpolateRequest.Method
+    truncation: float
+    encoding: Encoding
+    chunk_size: int
+    label: int
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., start: _Optional[_Union[LatentPoint, _Mapping]] = ..., end: _Optional[_Union[LatentPoint, _Mapping]] = ..., steps: _Optional[int] = ..., start_index: _Optional[int] = ..., method: _Optional[_Union[InterpolateRequest.Method, str]] = ..., truncation: _Optional[float] = ..., encoding: _Optional[_Union[Encoding, str]] = ..., chunk_size: _Optional[int] = ..., label: _Optional[int] = ...) -> None: ...
+
 class TranslateRequest(_message.Message):
     __slots__ = ("model", "version", "images", "png", "encoding")
     MODEL_FIELD_NUMBER: _ClassVar[int]

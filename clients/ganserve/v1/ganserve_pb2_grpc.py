@@ -65,6 +65,16 @@ class GeneratorStub(object):
                 request_serializer=ganserve_dot_v1_dot_ganserve__pb2.GenerateRequest.SerializeToString,
                 response_deserializer=ganserve_dot_v1_dot_ganserve__pb2.ImageBatch.FromString,
                 _registered_method=True)
+        self.Interpolate = channel.unary_unary(
+                '/ganserve.v1.Generator/Interpolate',
+                request_serializer=ganserve_dot_v1_dot_ganserve__pb2.InterpolateRequest.SerializeToString,
+                response_deserializer=ganserve_dot_v1_dot_ganserve__pb2.ImageBatch.FromString,
+                _registered_method=True)
+        self.InterpolateStream = channel.unary_stream(
+                '/ganserve.v1.Generator/InterpolateStream',
+                request_serializer=ganserve_dot_v1_dot_ganserve__pb2.InterpolateRequest.SerializeToString,
+                response_deserializer=ganserve_dot_v1_dot_ganserve__pb2.ImageBatch.FromString,
+                _registered_method=True)
         self.Translate = channel.unary_unary(
                 '/ganserve.v1.Generator/Translate',
                 request_serializer=ganserve_dot_v1_dot_ganserve__pb2.TranslateRequest.SerializeToString,
@@ -123,6 +133,22 @@ class GeneratorServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Interpolate(self, request, context):
+        """Images along a path through the latent space between two points, both ends included
+        (unconditional and conditional models). The path's latents are defined in
+        `ganserve/latent.py` beside the latent contract, so the SDK reproduces them locally.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def InterpolateStream(self, request, context):
+        """A long path for bulk work, `chunk_size` images per message.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Translate(self, request, context):
         """Image translation of a batch of source images (pix2pix; a super-resolution model, SRGAN,
         returns them ModelInfo.scale times larger).
@@ -169,6 +195,16 @@ def add_GeneratorServicer_to_server(servicer, server):
             'GenerateStream': grpc.unary_stream_rpc_method_handler(
                     servicer.GenerateStream,
                     request_deserializer=ganserve_dot_v1_dot_ganserve__pb2.GenerateRequest.FromString,
+                    response_serializer=ganserve_dot_v1_dot_ganserve__pb2.ImageBatch.SerializeToString,
+            ),
+            'Interpolate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Interpolate,
+                    request_deserializer=ganserve_dot_v1_dot_ganserve__pb2.InterpolateRequest.FromString,
+                    response_serializer=ganserve_dot_v1_dot_ganserve__pb2.ImageBatch.SerializeToString,
+            ),
+            'InterpolateStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.InterpolateStream,
+                    request_deserializer=ganserve_dot_v1_dot_ganserve__pb2.InterpolateRequest.FromString,
                     response_serializer=ganserve_dot_v1_dot_ganserve__pb2.ImageBatch.SerializeToString,
             ),
             'Translate': grpc.unary_unary_rpc_method_handler(
@@ -344,6 +380,60 @@ class Generator(object):
             target,
             '/ganserve.v1.Generator/GenerateStream',
             ganserve_dot_v1_dot_ganserve__pb2.GenerateRequest.SerializeToString,
+            ganserve_dot_v1_dot_ganserve__pb2.ImageBatch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Interpolate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ganserve.v1.Generator/Interpolate',
+            ganserve_dot_v1_dot_ganserve__pb2.InterpolateRequest.SerializeToString,
+            ganserve_dot_v1_dot_ganserve__pb2.ImageBatch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InterpolateStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/ganserve.v1.Generator/InterpolateStream',
+            ganserve_dot_v1_dot_ganserve__pb2.InterpolateRequest.SerializeToString,
             ganserve_dot_v1_dot_ganserve__pb2.ImageBatch.FromString,
             options,
             channel_credentials,
