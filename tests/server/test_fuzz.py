@@ -57,7 +57,7 @@ SCALARS: dict[int, st.SearchStrategy[Any]] = {
 }
 
 
-MODEL_OF = {"Sample": DCGAN, "Generate": CGAN, "Translate": PIX2PIX}
+MODEL_OF = {"Sample": DCGAN, "Generate": CGAN, "Translate": PIX2PIX, "Interpolate": CGAN}
 SMALL = st.integers(1, 8)
 
 
@@ -190,7 +190,7 @@ def _value(field: FieldDescriptor, depth: int, method: str) -> st.SearchStrategy
         return PNGS
     if field.name == "datatype":
         return st.sampled_from(["FP32", "INT64", "UINT8", "INT32", "FP16", "BYTES", "BOOL", ""])
-    if field.name in ("count", "chunk_size", "version"):
+    if field.name in ("count", "chunk_size", "version", "steps"):
         return st.one_of(SMALL, SMALL, SCALARS.get(field.type, INTS))
     if field.name == "values" and field.type != FieldDescriptor.TYPE_MESSAGE:
         return st.one_of(st.integers(0, 9), st.integers(0, 9), INTS)
@@ -220,7 +220,7 @@ def _message(draw: st.DrawFn, descriptor: Descriptor, depth: int, method: str) -
             continue
         if field.message_type is not None and field.message_type.GetOptions().map_entry:
             value = field.message_type.fields_by_name["value"]
-            keys = st.sampled_from(["seed", "start_index", "count", "other"])
+            keys = st.sampled_from(["seed", "start_index", "count", "path_steps", "other"])
             values[field.name] = draw(
                 st.dictionaries(keys, _value(value, depth, method), max_size=3)
             )
@@ -305,9 +305,14 @@ def _infer(draw: st.DrawFn) -> oip.ModelInferRequest:
         model_name=draw(st.sampled_from([DCGAN, CGAN])),
         model_version=draw(st.one_of(st.just(""), st.just("1"), NUMBER_TEXT)),
     )
-    for name in ("seed", "start_index", "count"):
+    for name in ("seed", "start_index", "count", "path_steps", "path_end_seed", "path_end_index"):
         if draw(st.booleans()):
             request.parameters[name].CopyFrom(draw(PARAMETER))
+    if draw(st.booleans()):
+        method = st.sampled_from(["spherical", "linear", "", "Linear"])
+        request.parameters["path_method"].CopyFrom(
+            draw(st.one_of(st.builds(oip.InferParameter, string_param=method), PARAMETER))
+        )
     if draw(st.booleans()):
         datatype = draw(st.sampled_from(list(LABEL_FIELDS)))
         values: list[Any] = draw(st.lists(st.one_of(st.integers(0, 9), INTS), max_size=4))
