@@ -51,6 +51,8 @@ class OnnxGenerator(nn.Module):
             if spec.name == "image" and spec.dtype == "uint8":  # [-1, 1] NCHW → uint8 NHWC
                 value = to_uint8(value)
                 value = value.transpose(0, 2, 3, 1)
+            if spec.name == "mask" and spec.dtype == "uint8":  # {0, 1} NCHW → 0 / 255 NHWC
+                value = (value.transpose(0, 2, 3, 1) > 0).astype(np.uint8) * 255
             feeds[spec.name] = value.astype(spec.dtype, copy=False)
         out = self.session.run(None, feeds)[0]
         if self.card.uint8_output:

@@ -10,7 +10,7 @@ Keys, all prefixed ``ganserve.``:
 |---|---|
 | format | ``ganserve.model/1`` |
 | kind | unconditional, conditional or translation |
-| inputs | JSON list of {name, dtype, shape, layout}; -1 marks a dynamic axis |
+| inputs | JSON list of {name, dtype, shape, layout}; -1: a dynamic axis (inpainting: a `mask`) |
 | output | JSON {name, dtype, shape, layout, range}: uint8 NHWC [0, 255] or float32 NCHW [-1, 1] |
 | latent_size | nz (0 for translation) |
 | num_classes / class_names | conditional models: count, and a JSON list of names |
@@ -107,6 +107,11 @@ class ModelCard:
         return self.output.dtype == "uint8"
 
     @property
+    def takes_mask(self) -> bool:
+        """True for an inpainting model: a translation that fills the holes its `mask` marks."""
+        return any(spec.name == "mask" for spec in self.inputs)
+
+    @property
     def input_size(self) -> tuple[int, int]:
         """(height, width) of the source image a translation model was trained at: the output
         size (`height`, `width`) divided by `scale`."""
@@ -117,7 +122,7 @@ class ModelCard:
         return height * self.scale, width * self.scale
 
     def input(self, name: str) -> TensorSpec:
-        """The input called `name` (z, label or image)."""
+        """The input called `name` (z, label, image or mask)."""
         for spec in self.inputs:
             if spec.name == name:
                 return spec
@@ -217,6 +222,12 @@ def example_inputs(
             feeds["z"] = rng.standard_normal((batch, card.latent_size), dtype=np.float32)
         elif spec.name == "label":
             feeds["label"] = rng.integers(0, card.num_classes, batch, dtype=np.int64)
+        elif spec.name == "mask":  # holes: 0 keep, 255 (uint8) or 1 (float) fill
+            hole = rng.random((batch, h, w, 1)) < 0.3
+            if spec.dtype == "uint8":
+                feeds["mask"] = hole.astype(np.uint8) * 255
+            else:
+                feeds["mask"] = np.ascontiguousarray(hole.transpose(0, 3, 1, 2), np.float32)
         elif spec.dtype == "uint8":
             feeds["image"] = rng.integers(0, 256, (batch, h, w, card.channels), dtype=np.uint8)
         else:

@@ -33,7 +33,10 @@ KIND_OF_FAMILY = {
     "pix2pix": "translation",
     "vae": "unconditional",  # the decoder: z -> image
     "srgan": "translation",  # super-resolution: the output `scale` times the input
+    "inpaint": "translation",  # image and mask → the image with its holes filled
+    "cyclegan": "translation",  # G_AB: domain A → domain B (unpaired training)
 }
+_UNETS = ("pix2pix", "inpaint", "cyclegan")  # a U-Net: sizes must be multiples of 2^depth
 FLOAT_TOLERANCE = 1e-4  # max |ONNX Runtime - PyTorch| for float outputs in [-1, 1]
 UINT8_TOLERANCE = 1  # max difference in levels for uint8 outputs (rounding at .5 may differ)
 # fp16 variants are compared with the fp32 generator: their error is the price of half precision.
@@ -55,8 +58,9 @@ class ServingHead(nn.Module):
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         if self.kind == "translation" and self.uint8:
-            (image,) = inputs
+            image, *mask = inputs  # inpainting: a uint8 mask [N, H, W, 1], nonzero = fill
             inputs = (image.permute(0, 3, 1, 2).float() / 127.5 - 1.0,)
+            inputs += tuple((m.permute(0, 3, 1, 2) > 0).float() for m in mask)
         if self.fp16:
             inputs = tuple(x.half() if x.is_floating_point() else x for x in inputs)
         out = self.netG(*inputs).float()
@@ -80,8 +84,12 @@ def _input_specs(config: TrainConfig, kind: str, uint8: bool) -> tuple[TensorSpe
     c = config
     if kind == "translation":
         if uint8:
-            return (TensorSpec("image", "uint8", (-1, -1, -1, c.channels), "NHWC"),)
-        return (TensorSpec("image", "float32", (-1, c.channels, -1, -1), "NCHW"),)
+            image = TensorSpec("image", "uint8", (-1, -1, -1, c.channels), "NHWC")
+            mask = TensorSpec("mask", "uint8", (-1, -1, -1, 1), "NHWC")
+        else:
+            image = TensorSpec("image", "float32", (-1, c.channels, -1, -1), "NCHW")
+            mask = TensorSpec("mask", "float32", (-1, 1, -1, -1), "NCHW")
+        return (image, mask) if c.family == "inpaint" else (image,)
     z = TensorSpec("z", "float32", (-1, c.nz), "NC")
     if kind == "conditional":
         return (z, TensorSpec("label", "int64", (-1,), "N"))
@@ -158,7 +166,7 @@ def model_card(
         latent_size=config.nz if kind != "translation" else 0,
         num_classes=config.num_classes if kind == "conditional" else 0,
         class_names=names if kind == "conditional" else (),
-        size_multiple=2**config.depth if config.family == "pix2pix" else 1,
+        size_multiple=2**config.depth if config.family in _UNETS else 1,
         scale=config.scale if config.family == "srgan" else 1,
         pixel_range=(0.0, 255.0) if uint8 else (-1.0, 1.0),
         precision="fp16" if fp16 else "fp32",

@@ -7,9 +7,10 @@ generator, `<model>-path.png` and `<model>-truncation.png`, the latent space's p
 - a generator: the grid `ganserve grid MODEL --seed 0` gets from a server (the same bytes: the
   latent contract's images through the same ONNX file): one row per class for a conditional
   model, 8 x 8 samples for an unconditional one;
-- a translation model (image to image, super-resolution): three rows, source / output /
-  target, of the first held-out digit of each class (the held-out digits are never trained on),
-  the source scaled up to the output's size;
+- a translation model (image to image, super-resolution, inpainting): three rows, source /
+  output / target, of the first held-out digit of each class (the held-out digits are never
+  trained on), the source scaled up to the output's size (inpainting: the digit with its fixed
+  hole drawn white);
 - a generator's paths: PATHS rows of STEPS images along the spherical path from image 2r to
   image 2r + 1 of seed 0 (what `Interpolate` serves for those ends; a conditional model's row r
   shows class PATH_LABELS[r]);
@@ -107,9 +108,15 @@ def translation_grid(path: Path) -> np.ndarray:
     config = TrainConfig.from_dict(card.provenance["config"])
     _, held = data.load(config)
     first = [int(torch.nonzero(held.label == c)[0]) for c in torch.unique(held.label)]
-    assert held.source is not None  # a translation split has its A side
-    source, target = to_uint8(held.source[first]), to_uint8(held.image[first])
-    output = session.run(None, {card.inputs[0].name: source})[0]
+    assert held.source is not None  # a translation split has its A side (inpainting: holes)
+    target = to_uint8(held.image[first])
+    if card.takes_mask:  # the digit with its hole drawn white, and the filled digit
+        mask = held.source[first].numpy().transpose(0, 2, 3, 1).astype(np.uint8) * 255
+        output = session.run(None, {"image": target, "mask": mask})[0]
+        source = np.maximum(target, mask)
+    else:
+        source = to_uint8(held.source[first])
+        output = session.run(None, {card.inputs[0].name: source})[0]
     scale = output.shape[1] // source.shape[1]
     shown = source.repeat(scale, axis=1).repeat(scale, axis=2)
     return tile(np.concatenate([shown, output, target]), len(first), SCALE)

@@ -27,7 +27,7 @@ from ganserve.latent import endpoint, latents, path_latents, truncation_problem
 from ganserve.server.batcher import Queued
 from ganserve.server.config import ServerConfig
 from ganserve.server.errors import Draining, InvalidRequest
-from ganserve.server.images import decode_pngs
+from ganserve.server.images import decode_pngs, mask_input, model_input
 from ganserve.server.metrics import Metrics
 from ganserve.server.models import Lease, ModelRepository, ModelVersion
 from ganserve.server.runner import cpu_cores
@@ -303,3 +303,58 @@ class Core:
         self.check_count(len(pngs), stream=False, field="images")
         check = functools.partial(self.check_sources, card)
         return await self.off_loop(decode_pngs, pngs, card.channels, check)
+
+    async def translation_feeds(
+        self,
+        mv: ModelVersion,
+        images: np.ndarray,
+        mask: np.ndarray | None = None,
+        mask_pngs: list[bytes] | None = None,
+    ) -> Feeds:
+        """The graph's inputs for checked source `images`: the image, and for an inpainting
+        model its mask (a tensor, or PNGs decoded on the request pool), checked against the
+        images: uint8 [N, H, W] or [N, H, W, 1], values 0 (keep) and 255 (fill), or 0 and 1."""
+        card = mv.card
+        assert card is not None
+        feeds = {"image": model_input(card, images)}
+        given = mask is not None or bool(mask_pngs)
+        if not card.takes_mask:
+            if given:
+                raise InvalidRequest(f"mask: model {mv.name!r} fills no holes; send images alone")
+            return feeds
+        if mask is not None and mask_pngs:
+            raise InvalidRequest("mask, mask_png: give at most one of them")
+        n, h, w, _ = images.shape
+        if not given:
+            raise InvalidRequest(
+                f"mask: required by an inpainting model: uint8 [{n}, {h}, {w}], 255 = fill"
+            )
+        if mask_pngs:
+
+            def check(count: int, mh: int, mw: int) -> None:
+                if (count, mh, mw) != (n, h, w):
+                    raise InvalidRequest(
+                        f"mask_png: {count} of {mh}x{mw}; one per image, {h}x{w} as the images"
+                    )
+
+            mask = await self.off_loop(decode_pngs, mask_pngs, 1, check, "mask_png")
+            field = "mask_png"
+        else:
+            field = "mask"
+        assert mask is not None
+        given_shape = list(mask.shape)
+        if mask.ndim == 3:
+            mask = mask[..., None]
+        if mask.dtype != np.uint8 or mask.shape != (n, h, w, 1):
+            raise InvalidRequest(
+                f"{field}: {mask.dtype}{given_shape}; must be uint8 [{n}, {h}, {w}] "
+                f"(or [{n}, {h}, {w}, 1]), one per image"
+            )
+        values = np.unique(mask)
+        if not (set(values.tolist()) <= {0, 255} or set(values.tolist()) <= {0, 1}):
+            shown = ", ".join(str(v) for v in values[:6])
+            raise InvalidRequest(
+                f"{field}: values {shown}; a mask is binary: 0 (keep) and 255 (fill), or 0 and 1"
+            )
+        feeds["mask"] = mask_input(card, mask)
+        return feeds

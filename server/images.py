@@ -18,11 +18,12 @@ from ganserve.tensor import to_uint8, to_unit
 
 
 def decode_pngs(
-    pngs: list[bytes], channels: int, check: Callable[[int, int, int], None]
+    pngs: list[bytes], channels: int, check: Callable[[int, int, int], None], field: str = "png"
 ) -> np.ndarray:
     """Size a call's PNGs from their structure (`ganserve.png.png_header`: every chunk walked,
     one IHDR), `check` that size (count, height, width), and only then decode them into uint8
-    [N, H, W, `channels`]. A refused call decodes nothing."""
+    [N, H, W, `channels`]. A refused call decodes nothing. Errors name `field` (the request's
+    field of PNGs)."""
     from PIL import Image
 
     sizes = []
@@ -30,10 +31,10 @@ def decode_pngs(
         try:
             header = png_header(data)
         except PngError as exc:
-            raise InvalidRequest(f"png[{i}]: {exc}") from None
+            raise InvalidRequest(f"{field}[{i}]: {exc}") from None
         sizes.append((header.width, header.height))
     if len(set(sizes)) > 1:
-        raise InvalidRequest("png: all images of one call must have the same size")
+        raise InvalidRequest(f"{field}: all images of one call must have the same size")
     w, h = sizes[0]
     check(len(sizes), h, w)
     images = []
@@ -42,7 +43,7 @@ def decode_pngs(
             with Image.open(io.BytesIO(data), formats=["PNG"]) as image:
                 if image.size != (w, h):  # the decoder must make the size that was checked
                     raise InvalidRequest(
-                        f"png[{i}]: decodes to {image.size}, its header says {(w, h)}"
+                        f"{field}[{i}]: decodes to {image.size}, its header says {(w, h)}"
                     )
                 image = image.convert("L" if channels == 1 else "RGB")
                 array = np.asarray(image, np.uint8)
@@ -50,7 +51,7 @@ def decode_pngs(
             raise
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
             # Pillow reports a broken file as SyntaxError ("broken PNG file"), others as OSError
-            raise InvalidRequest(f"png[{i}]: not a readable PNG ({exc})") from None
+            raise InvalidRequest(f"{field}[{i}]: not a readable PNG ({exc})") from None
         images.append(array.reshape(*array.shape[:2], channels))
     return np.stack(images)
 
@@ -69,6 +70,13 @@ def pixels(card: ModelCard, out: np.ndarray) -> np.ndarray:
 def float_pixels(card: ModelCard, out: np.ndarray) -> np.ndarray:
     """Generator output as float32 NHWC in the generator's range [-1, 1]."""
     return to_unit(out) if card.uint8_output else out.transpose(0, 2, 3, 1)
+
+
+def mask_input(card: ModelCard, mask: np.ndarray) -> np.ndarray:
+    """A checked mask (uint8 [N, H, W, 1], 0 keep, nonzero fill) as the graph's `mask` input."""
+    if card.input("mask").dtype == "uint8":
+        return mask
+    return np.ascontiguousarray((mask > 0).transpose(0, 3, 1, 2), np.float32)
 
 
 def model_input(card: ModelCard, images: np.ndarray) -> np.ndarray:

@@ -6,7 +6,8 @@ and runs them on the same path as ganserve.v1: the same validation, limits, batc
 determinism and metrics (method label "ModelInfer"). What is left here is the OIP's wire.
 
 - inputs by name, as `raw_input_contents` or typed `contents`: `z` FP32 [N, nz], `label`
-  INT64 or UINT8 [N] (conditional models), `image` UINT8 [N, H, W, C] (translation models);
+  INT64 or UINT8 [N] (conditional models), `image` UINT8 [N, H, W, C] (translation models)
+  and `mask` UINT8 [N, H, W, 1] (inpainting models: 0 keep, 255 fill);
   any other datatype is INVALID_ARGUMENT naming the input;
 - request parameters `seed`, `start_index`, `count` (int64_param, uint64_param, or a string of
   ASCII digits): a generator asked without `z` makes image i of seed s from the same latent as
@@ -41,7 +42,7 @@ from ganserve.server.errors import (
     ModelUnavailable,
     NotLoadable,
 )
-from ganserve.server.images import model_input, pixels
+from ganserve.server.images import pixels
 from ganserve.server.models import Lease, State, shown
 
 SERVER_NAME = "ganserve"
@@ -155,10 +156,10 @@ def _inputs(request: oip.ModelInferRequest) -> dict[str, np.ndarray]:
 
 
 def datatypes(spec: TensorSpec) -> tuple[str, ...]:
-    """The OIP datatypes input `spec` accepts, the one ModelMetadata states first: `image` is
-    UINT8 pixels whatever the graph takes (the server converts); a `label` may also be UINT8,
-    on purpose, since class numbers fit in a byte; otherwise the graph's own type."""
-    if spec.name == "image":
+    """The OIP datatypes input `spec` accepts, the one ModelMetadata states first: `image` and
+    `mask` are UINT8 pixels whatever the graph takes (the server converts); a `label` may also
+    be UINT8, on purpose, since class numbers fit in a byte; otherwise the graph's own type."""
+    if spec.name in ("image", "mask"):
         return ("UINT8",)
     if spec.name == "label":
         return ("INT64", "UINT8")
@@ -204,7 +205,9 @@ class InferenceService:
             )
             for spec in card.inputs:
                 datatype = datatypes(spec)[0]
-                shape = [-1, -1, -1, card.channels] if spec.name == "image" else spec.shape
+                shape = spec.shape
+                if spec.name in ("image", "mask"):  # uint8 NHWC on the wire, whatever the graph
+                    shape = [-1, -1, -1, card.channels if spec.name == "image" else 1]
                 reply.inputs.add(name=spec.name, datatype=datatype, shape=[-1, *shape[1:]])
             out = [-1, -1, -1, card.channels]
             if card.kind != "translation":
@@ -314,7 +317,8 @@ class InferenceService:
                 self.core.check_images(card, images)
                 n, h, w, _ = images.shape
                 self.core.check_reply_size(card, n, *card.output_size(h, w), 1)
-                out = await self.core.run(mv, {"image": model_input(card, images)})
+                feeds = await self.core.translation_feeds(mv, images, inputs.get("mask"))
+                out = await self.core.run(mv, feeds)
             else:
                 plan = self.core.plan(mv, self._generation(request, card, inputs), stream=False)
                 self.core.check_reply_size(card, plan.count, card.height, card.width, 1)

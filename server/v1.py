@@ -10,7 +10,7 @@ import numpy as np
 
 from ganserve.server.core import Core, Generation, Path, Plan
 from ganserve.server.errors import InvalidRequest, ModelNotFound, ModelUnavailable, WrongKind
-from ganserve.server.images import encode_pngs, float_pixels, model_input, pixels
+from ganserve.server.images import encode_pngs, float_pixels, pixels
 from ganserve.server.models import ModelVersion, shown
 from ganserve.server.rpc import parsed
 from ganserve.tensor import fill_tensor, from_tensor
@@ -149,6 +149,7 @@ class GeneratorService(pb_grpc.GeneratorServicer):
         info.height, info.width, info.channels = card.height, card.width, card.channels
         info.size_multiple = card.size_multiple
         info.scale = card.scale
+        info.masked = card.takes_mask
         info.max_batch_size = mv.batcher.max_batch_size
         info.execution_provider = mv.runners[0].provider
         info.metadata.update(card.to_props())
@@ -231,7 +232,9 @@ class GeneratorService(pb_grpc.GeneratorServicer):
                 self.core.check_images(card, images)
             n, h, w, _ = images.shape
             self.core.check_reply_size(card, n, *card.output_size(h, w), itemsize)
-            out = await self.core.run(mv, {"image": model_input(card, images)})
+            mask = tensor_to_array(request.mask, "mask") if request.HasField("mask") else None
+            feeds = await self.core.translation_feeds(mv, images, mask, list(request.mask_png))
+            out = await self.core.run(mv, feeds)
             return await self._reply(mv, method, out, request.encoding)
 
     async def Translate(self, request: pb.TranslateRequest, context: Any) -> pb.ImageBatch:

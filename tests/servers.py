@@ -26,6 +26,7 @@ MODELS = Path(__file__).resolve().parents[1] / "models"
 DCGAN, CGAN, PIX2PIX = "mnist-dcgan", "mnist-cgan", "mnist-edges2digits"
 VAE = "mnist-vae"  # the VAE's decoder, served as an unconditional generator
 SR4X = "mnist-sr4x"
+INPAINT = "mnist-inpaint"  # fills the holes a mask marks
 BASE = ServerConfig(
     model_repository=MODELS, port=0, metrics_port=0, intra_op_threads=1, grace_seconds=5
 )

@@ -1,4 +1,4 @@
-"""`python -m ganserve.training {dcgan,cgan,pix2pix,vae,srgan,evaluate,classifier}`: train,
+"""`python -m ganserve.training {dcgan,...,cyclegan,evaluate,classifier}`: train,
 evaluate, judge."""
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ _DOC = {
     "pix2pix": "pix2pix image translation (default: MNIST edges → digits)",
     "vae": "variational autoencoder (its decoder is served as an unconditional generator)",
     "srgan": "SRGAN super-resolution (default: MNIST 8x8 → 32x32)",
+    "inpaint": "inpainting: fill holes (default: MNIST with rectangles and strokes cut out)",
+    "cyclegan": "CycleGAN unpaired translation (default: MNIST digits → ink-on-paper digits)",
 }
 
 

@@ -7,8 +7,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Family = Literal["dcgan", "cgan", "pix2pix", "vae", "srgan"]
-FAMILIES: tuple[str, ...] = ("dcgan", "cgan", "pix2pix", "vae", "srgan")
+Family = Literal["dcgan", "cgan", "pix2pix", "vae", "srgan", "inpaint", "cyclegan"]
+FAMILIES: tuple[str, ...] = ("dcgan", "cgan", "pix2pix", "vae", "srgan", "inpaint", "cyclegan")
 SCALES: tuple[int, ...] = (2, 4)  # srgan upscaling factors
 LOSSES: tuple[str, ...] = ("vanilla", "lsgan", "wgan-gp")
 D_NORMS: tuple[str, ...] = ("batch", "spectral", "none")
@@ -47,6 +47,17 @@ FAMILY_DEFAULTS: dict[str, dict[str, object]] = {
         "aux_weight": 0.25,
     },
     "pix2pix": {"ngf": 32, "ndf": 32, "epochs": 20, "decay_fraction": 0.5},
+    # inpaint: pix2pix's recipe, the L1 taken inside the hole (docs/training.md, issue #25)
+    "inpaint": {"ngf": 32, "ndf": 32, "epochs": 20, "decay_fraction": 0.5},
+    # cyclegan: Zhu et al. 2017's losses (LSGAN, cycle 10, identity 0.5, a pool of 50) on
+    # pix2pix's U-Net and PatchGAN at ngf, ndf 32; 2,000 digits a domain, 31 steps an epoch
+    "cyclegan": {
+        "ngf": 32,
+        "ndf": 32,
+        "epochs": 40,
+        "decay_fraction": 0.5,
+        "loss": "lsgan",
+    },
     # vae: a 16-d latent, Adam at 1e-3 with the usual betas (no adversary to balance)
     "vae": {
         "nz": 16,
@@ -114,7 +125,16 @@ class TrainConfig:
     )
     gp_weight: float = _setting(10.0, "wgan-gp: gradient penalty weight (Gulrajani et al. 2017)")
     n_critic: int = _setting(1, "D (critic) updates per G update")
-    lambda_l1: float = _setting(100.0, "pix2pix: L1 weight; srgan: L1 content weight")
+    lambda_l1: float = _setting(
+        100.0, "pix2pix: L1 weight; srgan: L1 content weight; inpaint: L1 inside the hole"
+    )
+    lambda_cycle: float = _setting(10.0, "cyclegan: cycle-consistency L1 weight (Zhu et al.)")
+    lambda_identity: float = _setting(
+        0.5, "cyclegan: identity loss weight, as a fraction of lambda_cycle (0 = off)"
+    )
+    pool_size: int = _setting(50, "cyclegan: past fakes each D is shown from (0 = none)")
+    hole_min: int = _setting(8, "inpaint: a rectangular hole's smallest side, pixels at 32x32")
+    hole_max: int = _setting(16, "inpaint: a rectangular hole's largest side, pixels at 32x32")
     scale: int = _setting(4, "srgan upscaling factor", choices=SCALES)
     residual_blocks: int = _setting(8, "srgan: residual blocks in G (SRResNet has 16)")
     lambda_adv: float = _setting(1e-3, "srgan: adversarial weight (Ledig et al. 2017)")
@@ -173,6 +193,12 @@ class TrainConfig:
             raise ConfigError(f"scale: {self.scale}; srgan upscales by 2 or 4")
         if self.lambda_adv < 0 or self.lambda_feature < 0:
             raise ConfigError("lambda_adv, lambda_feature: must be 0 (off) or positive")
+        if not 1 <= self.hole_min <= self.hole_max <= 32:
+            raise ConfigError(
+                f"hole_min, hole_max: {self.hole_min}, {self.hole_max}; 1 <= min <= max <= 32"
+            )
+        if self.lambda_cycle < 0 or self.lambda_identity < 0 or self.pool_size < 0:
+            raise ConfigError("lambda_cycle, lambda_identity, pool_size: must be 0 or more")
         if self.residual_blocks < 1:
             raise ConfigError(f"residual_blocks: must be at least 1, got {self.residual_blocks}")
         for name in ("nz", "ngf", "ndf", "num_classes", "batch_size", "epochs", "n_layers_d"):

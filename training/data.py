@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from ganserve.training.config import TrainConfig
+from ganserve.training.domains import DOMAIN_SEED, halves, paper_style
+from ganserve.training.masks import holes
 
 SPLIT_SEED = 20140610  # fixed: the held-out digits never change between runs
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -27,12 +29,16 @@ class DatasetError(ValueError):
 @dataclass(frozen=True)
 class Split:
     """One part of a dataset: `image` [N, C, H, W] in [-1, 1], `label` int64 [N] and, for
-    translation, `source` [N, C, H, W] (the A side; `image` is the B side)."""
+    translation, `source` [N, C, H, W] (the A side; `image` is the B side). For inpainting,
+    the held-out split's `source` is its fixed holes, [N, 1, H, W] in {0, 1} (1 = fill); the
+    training split has none (training draws new holes each step). For unpaired translation
+    the training split's `source` is domain A, `image` domain B, of different digits."""
 
     image: torch.Tensor
     label: torch.Tensor
     source: torch.Tensor | None = None
     class_names: tuple[str, ...] = ()
+    unpaired: bool = False  # cyclegan: `source` is another set, drawn with its own shuffle
 
     def __len__(self) -> int:
         return self.image.shape[0]
@@ -45,10 +51,16 @@ class Split:
             len(self), generator=torch.Generator().manual_seed(seed * 1000 + epoch)
         )
         n_batches = len(self) // batch_size
+        if self.unpaired:  # the other domain's own order: no pair repeats from epoch to epoch
+            assert self.source is not None and len(self.source) >= len(self)
+            seed_b = torch.Generator().manual_seed(seed * 1000 + epoch + 500_000)
+            other = torch.randperm(len(self.source), generator=seed_b)
         for b in range(rank, n_batches - (n_batches % world_size), world_size):
             idx = order[b * batch_size : (b + 1) * batch_size]
             batch = {"image": self.image[idx], "label": self.label[idx]}
-            if self.source is not None:
+            if self.source is not None and self.unpaired:
+                batch["source"] = self.source[other[b * batch_size : (b + 1) * batch_size]]
+            elif self.source is not None:
                 batch["source"] = self.source[idx]
             yield batch
 
@@ -127,7 +139,30 @@ def mnist(config: TrainConfig) -> tuple[Split, Split]:
         if config.family == "srgan":
             source = downsample(img, config.scale)
         parts.append(Split(img, labels_t[idx_t], source, names))
-    return parts[0], parts[1]
+    if config.family == "cyclegan":
+        return unpaired_domains(parts[0], parts[1])
+    return parts[0], with_holes(config, parts[1])
+
+
+def unpaired_domains(train: Split, held: Split) -> tuple[Split, Split]:
+    """cyclegan's splits (`domains.py`): training A and B from disjoint halves of the training
+    digits, unpaired; held-out digits in both domains. `source` is A, `image` B."""
+    a, b = halves(len(train))
+    style = paper_style(train.image[b], DOMAIN_SEED + 1)
+    names = train.class_names
+    return (
+        Split(style, train.label[b], train.image[a], names, unpaired=True),
+        Split(paper_style(held.image, DOMAIN_SEED + 2), held.label, held.image, names),
+    )
+
+
+def with_holes(config: TrainConfig, held: Split) -> Split:
+    """`held` with its fixed holes as `source`, for inpainting (unchanged otherwise)."""
+    if config.family != "inpaint":
+        return held
+    g = torch.Generator().manual_seed(SPLIT_SEED)
+    masks, _ = holes(len(held), config.image_size, config.hole_min, config.hole_max, g)
+    return Split(held.image, held.label, masks, held.class_names)
 
 
 def fake(config: TrainConfig, n: int = 256) -> tuple[Split, Split]:
@@ -136,12 +171,13 @@ def fake(config: TrainConfig, n: int = 256) -> tuple[Split, Split]:
     shape = (n, config.channels, config.image_size, config.image_size)
     image = torch.rand(shape, generator=g) * 2 - 1
     label = torch.randint(0, config.num_classes, (n,), generator=g)
-    source = torch.rand(shape, generator=g) * 2 - 1 if config.family == "pix2pix" else None
+    paired = config.family in ("pix2pix", "cyclegan")
+    source = torch.rand(shape, generator=g) * 2 - 1 if paired else None
     if config.family == "srgan":
         source = downsample(image, config.scale)
     names = tuple(str(c) for c in range(config.num_classes))
-    split = Split(image, label, source, names)
-    return split, split
+    split = Split(image, label, source, names, unpaired=config.family == "cyclegan")
+    return split, with_holes(config, split)
 
 
 def _read_image(path: Path, size: tuple[int, int], channels: int) -> torch.Tensor:
@@ -221,7 +257,10 @@ def load(config: TrainConfig) -> tuple[Split, Split]:
         raise DatasetError(f"dataset: {root} is neither 'mnist', 'fake' nor an existing folder")
     if config.family == "pix2pix":
         return paired_folder(config)
+    if config.family == "cyclegan":
+        raise DatasetError("dataset: cyclegan trains on mnist and its paper style (domains.py)")
     train, held = image_folder(config)
+    held = with_holes(config, held)
     if config.family == "srgan":  # the folder's images are the high-resolution side
         train, held = (
             Split(s.image, s.label, downsample(s.image, config.scale), s.class_names)

@@ -8,9 +8,13 @@ from torch import nn
 from ganserve.training.cgan import CGAN
 from ganserve.training.cgan import build_generator as build_cgan_generator
 from ganserve.training.config import TrainConfig
+from ganserve.training.cyclegan import CycleGAN
+from ganserve.training.cyclegan import build_generator as build_cyclegan_generator
 from ganserve.training.dcgan import DCGAN
 from ganserve.training.dcgan import build_generator as build_dcgan_generator
 from ganserve.training.gan import GAN
+from ganserve.training.inpaint import Inpaint
+from ganserve.training.inpaint import build_generator as build_inpaint_generator
 from ganserve.training.pix2pix import Pix2Pix
 from ganserve.training.pix2pix import build_generator as build_pix2pix_generator
 from ganserve.training.srgan import SRGAN
@@ -24,6 +28,8 @@ _GANS: dict[str, type[GAN]] = {
     "pix2pix": Pix2Pix,
     "vae": VAE,
     "srgan": SRGAN,
+    "inpaint": Inpaint,
+    "cyclegan": CycleGAN,
 }
 _GENERATORS = {
     "dcgan": build_dcgan_generator,
@@ -31,6 +37,8 @@ _GENERATORS = {
     "pix2pix": build_pix2pix_generator,
     "vae": build_vae_generator,
     "srgan": build_srgan_generator,
+    "inpaint": build_inpaint_generator,
+    "cyclegan": build_cyclegan_generator,
 }
 
 

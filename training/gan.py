@@ -25,7 +25,8 @@ class StepStats:
     D_x: float | None = None
     D_G_z1: float | None = None
     D_G_z2: float | None = None
-    loss_L1: float | None = None  # pix2pix, srgan
+    loss_L1: float | None = None  # pix2pix, srgan; cyclegan: the cycle's L1
+    loss_identity: float | None = None  # cyclegan: the identity L1
     loss_feature: float | None = None  # srgan, with the classifier's feature loss
     gradient_penalty: float | None = None  # wgan-gp only
     loss_aux: float | None = None  # cgan with --aux-weight: the auxiliary classifier's loss

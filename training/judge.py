@@ -145,8 +145,8 @@ def judges_for(
     config: TrainConfig, classifier_path: str | Path, *, progress: bool = True
 ) -> tuple[nn.Module | None, nn.Module | None]:
     """(the project classifier, the independent judge) that `config`'s evaluation needs, each
-    loaded or trained on first use: both for digit generators and srgan on MNIST (whose
-    upscaled digits both classify), neither otherwise."""
+    loaded or trained on first use: both for digit generators, srgan and inpaint on MNIST
+    (whose upscaled or filled digits both classify), neither otherwise."""
     from ganserve.training.classifier import load_or_train
 
     if config.dataset != "mnist" or config.family == "pix2pix":

@@ -4,6 +4,8 @@ netG maps a source to a target; netD judges what `judged` makes of (source, imag
 PatchGAN the pair stacked channel-wise, SRGAN's D the high-resolution image alone. One step is
 D on real vs translated, then G on a content loss (L1 to the target, weighted `lambda_l1`), a
 weighted adversarial term and, where a family has one, a feature loss (`lambda_feature`).
+Inpainting (`inpaint.py`) changes what a batch gives (`pair`: the image and its mask) and the
+content loss (inside the hole only).
 """
 
 from __future__ import annotations
@@ -45,11 +47,24 @@ class PairedTranslation(GAN):
         """An unweighted feature loss of G (SRGAN's, in a classifier's embedding), or None."""
         return None
 
+    def pair(
+        self, batch: dict[str, torch.Tensor]
+    ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor, torch.Tensor]:
+        """(netG's inputs, the source `judged` pairs an image with, the target) of a batch:
+        the source image alone by default (inpainting adds its mask)."""
+        source = batch["source"].to(self.device)  # [N, C, H, W] (SRGAN: H / scale x W / scale)
+        return (source,), source, batch["image"].to(self.device)  # target [N, C, H, W]
+
+    def content_loss(
+        self, fake: torch.Tensor, target: torch.Tensor, source: torch.Tensor
+    ) -> torch.Tensor:
+        """G's content loss before its weight `lambda_l1`: L1 to the target by default."""
+        return self.criterionL1(fake, target)
+
     def train_step(self, batch: dict[str, torch.Tensor]) -> StepStats:
         c = self.config
-        source = batch["source"].to(self.device)  # [N, C, H, W] (SRGAN: H / scale x W / scale)
-        target = batch["image"].to(self.device)  # [N, C, H, W]
-        fake = self.netG(source)  # [N, C, H, W]
+        inputs, source, target = self.pair(batch)
+        fake = self.netG(*inputs)  # [N, C, H, W]
 
         # (1) Update D: maximize log(D(source, target)) + log(1 - D(source, G(source)))
         self.optimizerD.zero_grad(set_to_none=True)
@@ -70,7 +85,7 @@ class PairedTranslation(GAN):
         with frozen(self.discriminator) as netD:
             pred = netD(self.judged(source, fake))
         loss_G_GAN = self.criterion(pred, True)
-        loss_G_L1 = self.criterionL1(fake, target)
+        loss_G_L1 = self.content_loss(fake, target, source)
         loss = c.lambda_l1 * loss_G_L1 + self.adversarial_weight * loss_G_GAN
         loss_feature = self.feature_loss_of(fake, target)
         if loss_feature is not None:

@@ -139,14 +139,24 @@ def interpolate_request(
 
 
 def translate_request(
-    model: str, images: np.ndarray, *, version: int, output: str
+    model: str, images: np.ndarray, *, version: int, output: str, masks: Any = None
 ) -> pb.TranslateRequest:
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 4:
         raise InvalidArgument(f"images: {images.dtype}{list(images.shape)}; uint8 [N, H, W, C]")
-    return pb.TranslateRequest(
+    request = pb.TranslateRequest(
         model=model, version=version, images=to_tensor(images), encoding=encoding(output)
     )
+    if masks is not None:  # booleans (True = fill) become 0 / 255; uint8 goes as it is
+        masks = np.asarray(masks)
+        if masks.dtype == np.bool_:
+            masks = masks.astype(np.uint8) * 255
+        if masks.dtype != np.uint8:
+            raise InvalidArgument(
+                f"masks: {masks.dtype}{list(masks.shape)}; bool or uint8 [N, H, W] (255 = fill)"
+            )
+        request.mask.CopyFrom(to_tensor(masks))
+    return request
 
 
 def images(reply: pb.ImageBatch) -> Images:
@@ -176,6 +186,7 @@ def model_info(info: pb.ModelInfo) -> ModelInfo:
         ),
         metadata=dict(info.metadata),
         scale=info.scale or 1,  # servers before super-resolution leave it unset
+        masked=info.masked,
     )
 
 

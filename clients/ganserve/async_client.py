@@ -168,6 +168,22 @@ class AsyncClient(Base):
         request = _wire.translate_request(model, images, version=version, output=output)
         return _wire.images(await self._call("Translate", request, timeout))
 
+    async def inpaint(
+        self,
+        model: str,
+        images: np.ndarray,
+        masks: np.ndarray,
+        *,
+        version: int = 0,
+        output: str = "uint8",
+        timeout: float | None = None,
+    ) -> Images:
+        """`Client.inpaint`, awaited."""
+        request = _wire.translate_request(
+            model, images, version=version, output=output, masks=masks
+        )
+        return _wire.images(await self._call("Translate", request, timeout))
+
     async def translate_png(
         self,
         model: str,
@@ -176,11 +192,14 @@ class AsyncClient(Base):
         version: int = 0,
         output: str = "uint8",
         timeout: float | None = None,
+        mask_png: Sequence[bytes] | None = None,
     ) -> Images:
         """As `Client.translate_png`."""
         request = pb.TranslateRequest(
             model=model, version=version, png=list(png), encoding=_wire.encoding(output)
         )
+        if mask_png is not None:  # an inpainting model's masks, one greyscale PNG per image
+            request.mask_png.extend(mask_png)
         return _wire.images(await self._call("Translate", request, timeout))
 
     def sample_stream(

@@ -187,6 +187,11 @@ def main_translate(argv: Sequence[str]) -> int:
     p = argparse.ArgumentParser(prog="ganserve translate", description=run_translate_job.__doc__)
     _job_flags(p, shard_size=256)
     p.add_argument("--input", required=True, help="folder of source .png files")
+    p.add_argument(
+        "--mask-dir",
+        help="inpainting models: a folder of greyscale .png masks, one per source at the same "
+        "relative path and size (white = fill, black = keep)",
+    )
     args = p.parse_args(argv)
     try:
         security = _security(args)
@@ -203,6 +208,7 @@ def main_translate(argv: Sequence[str]) -> int:
         version=args.version,
         timeout=args.timeout,
         quiet=args.quiet,
+        masks=args.mask_dir,
         **security,
     )
     return _run_command("ganserve translate", job)

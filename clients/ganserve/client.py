@@ -180,6 +180,23 @@ class Client(Base):
         request = _wire.translate_request(model, images, version=version, output=output)
         return _wire.images(self._call("Translate", request, timeout))
 
+    def inpaint(
+        self,
+        model: str,
+        images: np.ndarray,
+        masks: np.ndarray,
+        *,
+        version: int = 0,
+        output: str = "uint8",
+        timeout: float | None = None,
+    ) -> Images:
+        """An inpainting model's fills of uint8 [N, H, W, C] `images` where `masks` (bool, or
+        uint8 0 / 255, [N, H, W]) say so; pixels outside the holes come back unchanged."""
+        request = _wire.translate_request(
+            model, images, version=version, output=output, masks=masks
+        )
+        return _wire.images(self._call("Translate", request, timeout))
+
     def translate_png(
         self,
         model: str,
@@ -188,11 +205,14 @@ class Client(Base):
         version: int = 0,
         output: str = "uint8",
         timeout: float | None = None,
+        mask_png: Sequence[bytes] | None = None,
     ) -> Images:
         """Translations of PNG files (bytes, all of one size), decoded by the server."""
         request = pb.TranslateRequest(
             model=model, version=version, png=list(png), encoding=_wire.encoding(output)
         )
+        if mask_png is not None:  # an inpainting model's masks, one greyscale PNG per image
+            request.mask_png.extend(mask_png)
         return _wire.images(self._call("Translate", request, timeout))
 
     def sample_stream(

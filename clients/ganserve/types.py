@@ -42,6 +42,8 @@ class ModelInfo:
     metadata: dict[str, str] = field(default_factory=dict)
     # translation: output height and width per source pixel (super-resolution: 2 or 4)
     scale: int = 1
+    # translation: an inpainting model, called with `inpaint(model, images, masks)`
+    masked: bool = False
 
 
 @dataclass(frozen=True)

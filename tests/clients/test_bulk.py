@@ -25,6 +25,7 @@ from ganserve.bulk import (
     Manifest,
     merge,
     run_job,
+    run_translate_job,
     verify,
     worker_manifest,
 )
@@ -251,6 +252,54 @@ def test_bulk_translation_of_a_folder_resumes_to_the_same_bytes(
     assert verify(out) == ["shard 4: files missing or not matching the manifest"]
     with pytest.raises(InvalidArgument, match="use `ganserve generate`"):
         translate(tmp_path / "wrong", model=DCGAN)
+
+
+def test_bulk_inpainting_takes_a_mask_per_source_and_a_resume_the_same_masks(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    source, masks = tmp_path / "digits", tmp_path / "holes"
+    for i in range(7):
+        for folder in (source / "x", masks / "x"):
+            folder.mkdir(parents=True, exist_ok=True)
+        image = np.zeros((32, 32, 1), np.uint8)
+        image[6:26, 13:19] = 255
+        hole = np.zeros((32, 32, 1), np.uint8)
+        top = int(rng.integers(4, 16))
+        hole[top : top + 10, 8:20] = 255
+        (source / "x" / f"{i}.png").write_bytes(encode_png(image))
+        (masks / "x" / f"{i}.png").write_bytes(encode_png(hole))
+
+    def inpaint(out: Path, holes: Path | None = masks, model: str = "mnist-inpaint") -> dict:
+        return asyncio.run(run_translate_job(
+            [server.address], model, source, out, shard_size=3, quiet=True, masks=holes
+        ))  # fmt: skip
+
+    out = tmp_path / "filled"
+    assert inpaint(out)["images"] == 7
+    whole = checksums(out)
+    for i in range(7):
+        with Image.open(out / "x" / f"{i}.png") as im, Image.open(source / "x" / f"{i}.png") as src:
+            filled, original = np.asarray(im), np.asarray(src)
+        with Image.open(masks / "x" / f"{i}.png") as m:
+            keep = np.asarray(m) == 0
+        assert np.array_equal(filled[keep], original[keep]) and not np.array_equal(filled, original)
+    (out / "x" / "4.png").unlink()  # as if the job had died before this file
+    inpaint(out)
+    assert checksums(out) == whole and verify(out) == []
+    (masks / "x" / "2.png").write_bytes(encode_png(np.zeros((32, 32, 1), np.uint8)))
+    with pytest.raises(InvalidArgument, match=r"holds a different job .*masks"):
+        inpaint(out)  # other masks: another job, refused untouched
+    assert checksums(out) == whole
+    with pytest.raises(InvalidArgument, match="fills holes: give --mask-dir"):
+        inpaint(tmp_path / "none", holes=None)
+    with pytest.raises(InvalidArgument, match="fills no holes"):
+        inpaint(tmp_path / "pix2pix", model="mnist-edges2digits")
+    (masks / "x" / "6.png").unlink()
+    with pytest.raises(InvalidArgument, match=r"masks: no mask .*6\.png for source"):
+        inpaint(tmp_path / "short")
 
 
 @pytest.mark.parametrize("fmt", ["npz", "png", "webdataset", "parquet"])

@@ -27,6 +27,7 @@ PUBLIC = [
     "generate",
     "translate",
     "translate_png",
+    "inpaint",
     "sample_stream",
     "generate_stream",
     "interpolate",

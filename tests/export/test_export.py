@@ -24,6 +24,8 @@ KINDS = {
     "pix2pix": "translation",
     "vae": "unconditional",
     "srgan": "translation",
+    "inpaint": "translation",
+    "cyclegan": "translation",
 }
 
 
@@ -75,6 +77,12 @@ def test_export_runs_in_onnx_runtime_with_its_card(
         assert card.latent_size == 100 and card.num_classes == 0
     if family == "pix2pix":
         assert card.size_multiple == 32 and card.latent_size == 0 and card.scale == 1
+    if family == "inpaint":  # a mask beside the image, and what is outside it unchanged
+        assert card.takes_mask and card.size_multiple == 32
+        assert [s.name for s in card.inputs] == ["image", "mask"]
+        keep = feeds["mask"] == 0
+        assert np.array_equal(np.broadcast_to(keep, out.shape) * out,
+                              np.broadcast_to(keep, out.shape) * feeds["image"])  # fmt: skip
     if family == "srgan":  # 8x8 sources (the trained size) → 32x32
         assert card.size_multiple == 1 and card.scale == 4 and card.input_size == (8, 8)
 

@@ -16,12 +16,23 @@ from ganserve.training import data
 from ganserve.training.config import TrainConfig
 from ganserve.training.srgan import bicubic
 from ganserve.v1 import ganserve_pb2 as pb
-from tests.servers import CGAN, DCGAN, PIX2PIX, SR4X, VAE, RunningServer, images
+from tests.servers import (
+    CGAN,
+    DCGAN,
+    INPAINT,
+    MODELS,
+    PIX2PIX,
+    SR4X,
+    VAE,
+    RunningServer,
+    images,
+)
 
 
 def test_list_and_describe(server: RunningServer) -> None:
     listed = {m.name: m for m in server.stub.ListModels(pb.ListModelsRequest()).models}
-    assert set(listed) == {DCGAN, CGAN, PIX2PIX, VAE, SR4X}
+    assert set(listed) == {p.name for p in MODELS.iterdir() if (p / "1").is_dir()}
+    assert {DCGAN, CGAN, PIX2PIX, VAE, SR4X, INPAINT} <= set(listed)
     assert listed[DCGAN].kind == "unconditional" and listed[DCGAN].latent_size == 100
     assert listed[VAE].kind == "unconditional" and listed[VAE].latent_size == 16
     info = server.stub.DescribeModel(pb.DescribeModelRequest(model=CGAN))

@@ -28,11 +28,11 @@ from PIL import Image
 from ganserve.oip import grpc_service_pb2 as oip
 from ganserve.png import encode_png
 from ganserve.v1 import ganserve_pb2 as pb
-from tests.servers import CGAN, DCGAN, PIX2PIX, RunningServer
+from tests.servers import CGAN, DCGAN, INPAINT, PIX2PIX, RunningServer
 
 SERVICE = pb.DESCRIPTOR.services_by_name["Generator"]
 OIP_SERVICE = oip.DESCRIPTOR.services_by_name["GRPCInferenceService"]
-MODELS = [DCGAN, CGAN, PIX2PIX, "", "nope", "x" * 300]
+MODELS = [DCGAN, CGAN, PIX2PIX, INPAINT, "", "nope", "x" * 300]
 # strings a number parser meets: non-ASCII digits, huge, signed, spaced, other notations
 ODD_NUMBERS = ["", "0", "1", "2", "01", "²", "٣", "１", "9" * 5000, "-1", "+1", " 1", "1 ",
                "1.0", "1e3", "0x10", str(2**63 - 1), str(2**63), str(2**64 - 1), str(2**64),
@@ -186,7 +186,7 @@ def _value(field: FieldDescriptor, depth: int, method: str) -> st.SearchStrategy
         or (field.name == "version" and field.containing_type.file is oip.DESCRIPTOR)
     ):
         return NUMBER_TEXT
-    if field.name == "png":
+    if field.name in ("png", "mask_png"):
         return PNGS
     if field.name == "datatype":
         return st.sampled_from(["FP32", "INT64", "UINT8", "INT32", "FP16", "BYTES", "BOOL", ""])
@@ -277,10 +277,18 @@ OIP_REQUESTS = _requests(OIP_SERVICE)
 # what the PNG and OIP holes were found with, drawn more often than the whole API draws them
 TRANSLATIONS = st.tuples(
     st.just("Translate"),
-    st.builds(
-        pb.TranslateRequest,
-        model=st.sampled_from([PIX2PIX, PIX2PIX, "mnist-sr4x"]),
-        png=st.lists(PNGS, min_size=1, max_size=3),
+    st.one_of(
+        st.builds(
+            pb.TranslateRequest,
+            model=st.sampled_from([PIX2PIX, PIX2PIX, "mnist-sr4x"]),
+            png=st.lists(PNGS, min_size=1, max_size=3),
+        ),
+        st.builds(  # an inpainting model: hostile PNGs as its masks too
+            pb.TranslateRequest,
+            model=st.just(INPAINT),
+            png=st.lists(PNGS, min_size=1, max_size=2),
+            mask_png=st.lists(PNGS, min_size=0, max_size=2),
+        ),
     ),
 )
 PARAMETER = st.one_of(

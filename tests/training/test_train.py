@@ -21,7 +21,9 @@ def read_log(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("family", ["dcgan", "cgan", "pix2pix", "vae", "srgan"])
+@pytest.mark.parametrize(
+    "family", ["dcgan", "cgan", "pix2pix", "vae", "srgan", "inpaint", "cyclegan"]
+)
 def test_dry_run_writes_a_checkpoint_grid_and_log(family: str, tmp_path: Path) -> None:
     assert main([family, "--out", str(tmp_path), "--dry-run", "--quiet"]) == 0
     state = checkpoint.load(tmp_path / "checkpoint.pt")
@@ -31,7 +33,7 @@ def test_dry_run_writes_a_checkpoint_grid_and_log(family: str, tmp_path: Path) -
     assert json.loads((tmp_path / "config.json").read_text())["family"] == family
 
 
-@pytest.mark.parametrize("family", ["dcgan", "cgan", "pix2pix", "srgan"])
+@pytest.mark.parametrize("family", ["dcgan", "cgan", "pix2pix", "srgan", "inpaint"])
 def test_short_real_run_keeps_losses_finite_and_moves_both_nets(
     family: str, tmp_path: Path
 ) -> None:

@@ -221,17 +221,31 @@ async def run_translate_job(
     quiet: bool = False,
     tls: bool | str | Path = False,
     token: str | None = None,
+    masks: str | Path | None = None,
 ) -> dict[str, Any]:
     """Translate every PNG under `source` into `out` (same relative paths), resumably.
 
     The same guarantees as `run_job`: shards of `shard_size` files in sorted order, written
     atomically, recorded in `out/manifest.jsonl` with their checksums; a re-run redoes only
     missing shards. The job is identified by the model version and the sources' checksums.
+    An inpainting model needs `masks`: a folder with one greyscale PNG per source at the same
+    relative path and size (white, 255 = fill; black, 0 = keep); their checksum is part of
+    the job too, so a resume with other masks is refused.
     """
     source, store = local_folder(source, "source"), open_store(out)
     files = sorted(p for p in source.rglob("*.png") if p.is_file())
     if not files:
         raise InvalidArgument(f"source: no .png files under {source}")
+    mask_files: list[Path] = []
+    if masks is not None:
+        folder = local_folder(masks, "masks")
+        mask_files = [folder / p.relative_to(source) for p in files]
+        missing = [p for p in mask_files if not p.is_file()]
+        if missing:
+            raise InvalidArgument(
+                f"masks: no mask {missing[0]} for source {files[mask_files.index(missing[0])]} "
+                f"({len(missing)} missing; one PNG per source, at the same relative path)"
+            )
     if shard_size < 1 or streams < 1:
         raise InvalidArgument("shard_size, streams: must be at least 1")
     async with AsyncClient(
@@ -240,6 +254,9 @@ async def run_translate_job(
         info = await client.describe_model(model, version=version)
         if info.kind != "translation":
             raise InvalidArgument(f"model: {model!r} is {info.kind}; use `ganserve generate`")
+        if info.masked != bool(mask_files):
+            wanted = "fills holes: give --mask-dir" if info.masked else "fills no holes: no masks"
+            raise InvalidArgument(f"model: {model!r} {wanted}")
         names = [str(p.relative_to(source)) for p in files]
         header = {
             "model": model,
@@ -248,6 +265,8 @@ async def run_translate_job(
             "sources": sha256_of(files),
             "count": len(files),
         }
+        if mask_files:
+            header["masks"] = sha256_of(mask_files)
         dataset = Translated(store, header)
         async with store.lock():
             done = dataset.manifest.resume(dataset.problem)
@@ -257,13 +276,17 @@ async def run_translate_job(
                 first, n = dataset.span(k)
                 chunk = list(range(first, first + n))
                 blobs = [files[i].read_bytes() for i in chunk]
+                holes = [mask_files[i].read_bytes() for i in chunk] if mask_files else None
                 groups: dict[tuple[int, int], list[int]] = {}
                 for j, blob in enumerate(blobs):  # one call per image size
                     groups.setdefault(_png_size(blob, files[chunk[j]]), []).append(j)
                 results: dict[int, np.ndarray] = {}
                 for members in groups.values():
                     reply = await client.translate_png(
-                        model, [blobs[j] for j in members], version=info.version
+                        model,
+                        [blobs[j] for j in members],
+                        version=info.version,
+                        mask_png=None if holes is None else [holes[j] for j in members],
                     )
                     results.update(zip(members, reply.pixels, strict=True))
                 targets = [str(PurePosixPath(names[i]).with_suffix(".png")) for i in chunk]

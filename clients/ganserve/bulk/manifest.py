@@ -4,9 +4,10 @@
 is the job, `{"job": {...}}`, always written whole (to a temporary name, then renamed); each
 later line is the record of one finished shard, appended. A generation job's header holds
 GENERATION_JOB's fields, a translation job's TRANSLATION_JOB's (`sources`: the sources'
-checksum), and their records GENERATION_RECORD's and TRANSLATION_RECORD's: every field present,
-of its type and range, no other field. `read_manifest` checks each line against them and raises
-`ManifestError` (a `JobError`) naming the file, the line and the field. One exception:
+checksum; an inpainting job's `masks`: its masks'), and their records GENERATION_RECORD's and
+TRANSLATION_RECORD's: every field present, of its type and range, no other field.
+`read_manifest` checks each line against them and raises `ManifestError` (a `JobError`)
+naming the file, the line and the field. One exception:
 a later line that is not JSON and starts like a record, or is the last and unterminated, is a
 record torn by a kill; it is skipped, and its shard is simply redone. Whether a well-formed
 record says what its job's layout gives (its start index, count, labels, files) is the
@@ -151,6 +152,8 @@ TRANSLATION_JOB: dict[str, Field] = {
     "sources": _SHA256,
     "count": _COUNT,
 }
+# fields a translation job's header names only when it has them: an inpainting job's masks
+TRANSLATION_JOB_OPTIONAL: dict[str, Field] = {"masks": _SHA256}
 TRANSLATION_RECORD: dict[str, Field] = {
     "shard": _NATURAL,
     "count": _COUNT,
@@ -189,7 +192,7 @@ def _header(where: str, line: dict[str, Any]) -> dict[str, Any]:
         raise ManifestError(f"{where}: job: {short(job)}; must be an object")
     translation = "sources" in job
     if translation:
-        _check(where, job, TRANSLATION_JOB)
+        _check(where, job, TRANSLATION_JOB, TRANSLATION_JOB_OPTIONAL)
     else:
         _check(where, job, GENERATION_JOB, GENERATION_JOB_OPTIONAL)
     if not translation:

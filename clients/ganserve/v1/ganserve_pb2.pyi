@@ -87,7 +87,7 @@ class VersionState(_message.Message):
     def __init__(self, version: _Optional[int] = ..., state: _Optional[_Union[VersionState.State, str]] = ..., error: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "version", "versions", "kind", "latent_size", "num_classes", "class_names", "height", "width", "channels", "size_multiple", "scale", "max_batch_size", "max_images_per_call", "execution_provider", "metadata")
+    __slots__ = ("name", "version", "versions", "kind", "latent_size", "num_classes", "class_names", "height", "width", "channels", "size_multiple", "scale", "masked", "max_batch_size", "max_images_per_call", "execution_provider", "metadata")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -107,6 +107,7 @@ class ModelInfo(_message.Message):
     CHANNELS_FIELD_NUMBER: _ClassVar[int]
     SIZE_MULTIPLE_FIELD_NUMBER: _ClassVar[int]
     SCALE_FIELD_NUMBER: _ClassVar[int]
+    MASKED_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     MAX_IMAGES_PER_CALL_FIELD_NUMBER: _ClassVar[int]
     EXECUTION_PROVIDER_FIELD_NUMBER: _ClassVar[int]
@@ -123,11 +124,12 @@ class ModelInfo(_message.Message):
     channels: int
     size_multiple: int
     scale: int
+    masked: bool
     max_batch_size: int
     max_images_per_call: int
     execution_provider: str
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., versions: _Optional[_Iterable[_Union[VersionState, _Mapping]]] = ..., kind: _Optional[str] = ..., latent_size: _Optional[int] = ..., num_classes: _Optional[int] = ..., class_names: _Optional[_Iterable[str]] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., channels: _Optional[int] = ..., size_multiple: _Optional[int] = ..., scale: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., max_images_per_call: _Optional[int] = ..., execution_provider: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., versions: _Optional[_Iterable[_Union[VersionState, _Mapping]]] = ..., kind: _Optional[str] = ..., latent_size: _Optional[int] = ..., num_classes: _Optional[int] = ..., class_names: _Optional[_Iterable[str]] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., channels: _Optional[int] = ..., size_multiple: _Optional[int] = ..., scale: _Optional[int] = ..., masked: bool = ..., max_batch_size: _Optional[int] = ..., max_images_per_call: _Optional[int] = ..., execution_provider: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class SampleRequest(_message.Message):
     __slots__ = ("model", "version", "count", "seed", "start_index", "latents", "truncation", "encoding", "chunk_size")
@@ -236,15 +238,19 @@ class InterpolateRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., start: _Optional[_Union[LatentPoint, _Mapping]] = ..., end: _Optional[_Union[LatentPoint, _Mapping]] = ..., steps: _Optional[int] = ..., start_index: _Optional[int] = ..., method: _Optional[_Union[InterpolateRequest.Method, str]] = ..., truncation: _Optional[float] = ..., encoding: _Optional[_Union[Encoding, str]] = ..., chunk_size: _Optional[int] = ..., label: _Optional[int] = ...) -> None: ...
 
 class TranslateRequest(_message.Message):
-    __slots__ = ("model", "version", "images", "png", "encoding")
+    __slots__ = ("model", "version", "images", "png", "encoding", "mask", "mask_png")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     PNG_FIELD_NUMBER: _ClassVar[int]
     ENCODING_FIELD_NUMBER: _ClassVar[int]
+    MASK_FIELD_NUMBER: _ClassVar[int]
+    MASK_PNG_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: int
     images: Tensor
     png: _containers.RepeatedScalarFieldContainer[bytes]
     encoding: Encoding
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., images: _Optional[_Union[Tensor, _Mapping]] = ..., png: _Optional[_Iterable[bytes]] = ..., encoding: _Optional[_Union[Encoding, str]] = ...) -> None: ...
+    mask: Tensor
+    mask_png: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., images: _Optional[_Union[Tensor, _Mapping]] = ..., png: _Optional[_Iterable[bytes]] = ..., encoding: _Optional[_Union[Encoding, str]] = ..., mask: _Optional[_Union[Tensor, _Mapping]] = ..., mask_png: _Optional[_Iterable[bytes]] = ...) -> None: ...
