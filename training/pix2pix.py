@@ -6,8 +6,6 @@ with three layers) that judges (source, target) pairs; G's loss adds 100 x L1 to
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import nn
 
@@ -29,7 +27,6 @@ class UnetSkipConnectionBlock(nn.Module):
         outermost: bool = False,
         innermost: bool = False,
         use_dropout: bool = False,
-        norm: Callable[[int], nn.Module] = nn.BatchNorm2d,
     ) -> None:
         super().__init__()
         self.outermost = outermost
@@ -42,11 +39,11 @@ class UnetSkipConnectionBlock(nn.Module):
             layers = [downconv, submodule, uprelu, upconv, nn.Tanh()]
         elif innermost:  # no norm on the 1x1 bottleneck
             upconv = nn.ConvTranspose2d(inner_nc, outer_nc, 4, 2, 1, bias=False)
-            layers = [downrelu, downconv, uprelu, upconv, norm(outer_nc)]
+            layers = [downrelu, downconv, uprelu, upconv, nn.BatchNorm2d(outer_nc)]
         else:
             upconv = nn.ConvTranspose2d(inner_nc * 2, outer_nc, 4, 2, 1, bias=False)
-            layers = [downrelu, downconv, norm(inner_nc), submodule]
-            layers += [uprelu, upconv, norm(outer_nc)]
+            layers = [downrelu, downconv, nn.BatchNorm2d(inner_nc), submodule]
+            layers += [uprelu, upconv, nn.BatchNorm2d(outer_nc)]
             if use_dropout:
                 layers.append(nn.Dropout(0.5))
         self.model = nn.Sequential(*layers)
@@ -61,31 +58,21 @@ class UnetGenerator(nn.Module):
     """netG: source image [N, input_nc, H, W] → image [N, output_nc, H, W] in [-1, 1].
 
     H and W must be multiples of 2**num_downs; widths grow ngf, 2ngf, 4ngf, then stay at 8ngf.
-    `norm` makes each level's normalisation (BatchNorm; cyclegan: InstanceNorm).
     """
 
-    def __init__(
-        self,
-        input_nc: int,
-        output_nc: int,
-        num_downs: int,
-        ngf: int = 64,
-        norm: Callable[[int], nn.Module] = nn.BatchNorm2d,
-    ) -> None:
+    def __init__(self, input_nc: int, output_nc: int, num_downs: int, ngf: int = 64) -> None:
         super().__init__()
         self.num_downs = num_downs
         width = [ngf * min(2**level, 8) for level in range(num_downs)]  # inner_nc per level
         block = UnetSkipConnectionBlock(
-            width[-2] if num_downs > 1 else output_nc, width[-1], innermost=True, norm=norm
+            width[-2] if num_downs > 1 else output_nc, width[-1], innermost=True
         )
         for level in range(num_downs - 2, 0, -1):
             block = UnetSkipConnectionBlock(
-                width[level - 1], width[level], submodule=block, use_dropout=level >= 4, norm=norm
+                width[level - 1], width[level], submodule=block, use_dropout=level >= 4
             )
         if num_downs > 1:
-            block = UnetSkipConnectionBlock(
-                output_nc, width[0], input_nc, block, outermost=True, norm=norm
-            )
+            block = UnetSkipConnectionBlock(output_nc, width[0], input_nc, block, outermost=True)
         self.model = block
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
@@ -95,13 +82,7 @@ class UnetGenerator(nn.Module):
 class NLayerDiscriminator(nn.Module):
     """netD, the PatchGAN: (source, target) [N, input_nc, H, W] → a grid of real/fake logits."""
 
-    def __init__(
-        self,
-        input_nc: int,
-        ndf: int = 64,
-        n_layers: int = 3,
-        norm: Callable[[int], nn.Module] = nn.BatchNorm2d,
-    ) -> None:
+    def __init__(self, input_nc: int, ndf: int = 64, n_layers: int = 3) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.Conv2d(input_nc, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)]
         mult = 1
@@ -110,7 +91,7 @@ class NLayerDiscriminator(nn.Module):
             stride = 2 if n < n_layers else 1
             layers += [
                 nn.Conv2d(ndf * prev, ndf * mult, 4, stride, 1, bias=False),
-                norm(ndf * mult),
+                nn.BatchNorm2d(ndf * mult),
                 nn.LeakyReLU(0.2, True),
             ]
         layers.append(nn.Conv2d(ndf * mult, 1, 4, 1, 1))  # one logit per patch

@@ -94,18 +94,3 @@ def test_the_judging_passes_a_true_translation_and_fails_a_copy() -> None:
     assert "cycle_accuracy" not in good["independent"]  # one direction only
     copy = evaluate_unpaired(Copy(), train_split, held, judge)
     assert not copy["passes"]["frechet_fraction"] and copy["independent"]["frechet_fraction"] == 1
-
-
-def test_a_generator_computes_the_same_in_eval_mode_as_in_training() -> None:
-    """Instance norm, no running statistics: what is served (eval mode) is what trained. With
-    BatchNorm, the identity loss mixed both domains into each G's statistics and G_BA's eval
-    output was noise (the first run: B → A accuracy 0.131)."""
-    from ganserve.training.cyclegan import build_generator
-
-    torch.manual_seed(0)
-    netG = build_generator(TrainConfig.for_family("cyclegan"))
-    images = torch.rand(3, 1, 32, 32) * 2 - 1
-    with torch.no_grad():
-        trained = (netG.train().ab(images), netG.ba(images))
-        served = (netG.eval().ab(images), netG.ba(images))
-    assert all(torch.allclose(t, s, atol=1e-6) for t, s in zip(trained, served, strict=True))
