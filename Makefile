@@ -50,24 +50,26 @@ protos: $(VENV)/.dev-installed
 ## on 2026-12-02's VM with an 80-epoch cgan (120 now: ~35 min estimated), 49 on a slower one
 ## (models/README.md), plus ~10 min for the cgan's value
 ## (CAS, augmentation gain), measured once, through ONNX Runtime, into evaluation.json and its card;
-## replaces runs/{dcgan,cgan,pix2pix,vae,srgan,inpaint}-mnist and models/mnist-*; judged by the shipped judges/
+## replaces runs/{dcgan,cgan,pix2pix,vae,srgan,inpaint,cyclegan}-mnist and models/mnist-*; judged by the shipped judges/
 models: $(VENV)/.dev-installed
 	test -f judges/classifier.pt || $(BIN)/python -m ganserve.training classifier
-	rm -rf runs/dcgan-mnist runs/cgan-mnist runs/pix2pix-mnist runs/vae-mnist runs/srgan-mnist runs/inpaint-mnist
+	rm -rf runs/dcgan-mnist runs/cgan-mnist runs/pix2pix-mnist runs/vae-mnist runs/srgan-mnist runs/inpaint-mnist runs/cyclegan-mnist
 	$(BIN)/python -m ganserve.training dcgan --out runs/dcgan-mnist
 	$(BIN)/python -m ganserve.training cgan --out runs/cgan-mnist --no-value
 	$(BIN)/python -m ganserve.training pix2pix --out runs/pix2pix-mnist
 	$(BIN)/python -m ganserve.training vae --out runs/vae-mnist
 	$(BIN)/python -m ganserve.training srgan --out runs/srgan-mnist
 	$(BIN)/python -m ganserve.training inpaint --out runs/inpaint-mnist
-	rm -rf models/mnist-dcgan models/mnist-cgan models/mnist-edges2digits models/mnist-vae models/mnist-sr4x models/mnist-inpaint
+	$(BIN)/python -m ganserve.training cyclegan --out runs/cyclegan-mnist
+	rm -rf models/mnist-dcgan models/mnist-cgan models/mnist-edges2digits models/mnist-vae models/mnist-sr4x models/mnist-inpaint models/mnist-digits2paper
 	$(BIN)/python -m ganserve.export runs/dcgan-mnist/checkpoint.pt --name mnist-dcgan --fp16
 	$(BIN)/python -m ganserve.export runs/cgan-mnist/checkpoint.pt --name mnist-cgan --fp16
 	$(BIN)/python -m ganserve.export runs/pix2pix-mnist/checkpoint.pt --name mnist-edges2digits
 	$(BIN)/python -m ganserve.export runs/vae-mnist/checkpoint.pt --name mnist-vae --fp16
 	$(BIN)/python -m ganserve.export runs/srgan-mnist/checkpoint.pt --name mnist-sr4x
 	$(BIN)/python -m ganserve.export runs/inpaint-mnist/checkpoint.pt --name mnist-inpaint
-	for m in mnist-dcgan mnist-cgan mnist-edges2digits mnist-vae mnist-sr4x mnist-inpaint; do \
+	$(BIN)/python -m ganserve.export runs/cyclegan-mnist/checkpoint.pt --name mnist-digits2paper
+	for m in mnist-dcgan mnist-cgan mnist-edges2digits mnist-vae mnist-sr4x mnist-inpaint mnist-digits2paper; do \
 		$(BIN)/python -m ganserve.export.evaluate models/$$m/1/model.onnx --card \
 			> models/$$m/1/evaluation.json; done
 	$(MAKE) pictures

@@ -49,14 +49,18 @@ FAMILY_DEFAULTS: dict[str, dict[str, object]] = {
     "pix2pix": {"ngf": 32, "ndf": 32, "epochs": 20, "decay_fraction": 0.5},
     # inpaint: pix2pix's recipe, the L1 taken inside the hole (docs/training.md, issue #25)
     "inpaint": {"ngf": 32, "ndf": 32, "epochs": 20, "decay_fraction": 0.5},
-    # cyclegan: Zhu et al. 2017's losses (LSGAN, cycle 10, identity 0.5, a pool of 50) on
-    # pix2pix's U-Net and PatchGAN at ngf, ndf 32; 2,000 digits a domain, 31 steps an epoch
+    # cyclegan: Zhu et al. 2017's losses (LSGAN, cycle 10, a pool of 50) on pix2pix's U-Net
+    # and PatchGAN (BatchNorm) at ngf, ndf 32; 2,000 digits a domain, 31 steps an epoch. No
+    # identity loss: it feeds each G the other domain, whose BatchNorm statistics then spoil
+    # G's eval mode (the first run, identity 0.5: G_BA made noise, B → A accuracy 0.131);
+    # the paper's instance norm instead lost the digits at 32x32 (docs/training.md).
     "cyclegan": {
         "ngf": 32,
         "ndf": 32,
         "epochs": 40,
         "decay_fraction": 0.5,
         "loss": "lsgan",
+        "lambda_identity": 0.0,
     },
     # vae: a 16-d latent, Adam at 1e-3 with the usual betas (no adversary to balance)
     "vae": {
