@@ -27,6 +27,7 @@ DCGAN, CGAN, PIX2PIX = "mnist-dcgan", "mnist-cgan", "mnist-edges2digits"
 VAE = "mnist-vae"  # the VAE's decoder, served as an unconditional generator
 SR4X = "mnist-sr4x"
 INPAINT = "mnist-inpaint"  # fills the holes a mask marks
+CYCLE = "mnist-digits2paper"  # cyclegan: digits → ink on paper, trained unpaired
 BASE = ServerConfig(
     model_repository=MODELS, port=0, metrics_port=0, intra_op_threads=1, grace_seconds=5
 )

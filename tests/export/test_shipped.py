@@ -53,6 +53,7 @@ SHIPPED = {
     "mnist-vae": "unconditional",
     "mnist-sr4x": "translation",
     "mnist-inpaint": "translation",
+    "mnist-digits2paper": "translation",
 }
 
 
@@ -109,6 +110,10 @@ def test_shipped_model_gives_its_documented_evaluation_through_onnx_runtime(
         for key, value in documented["independent"].items():
             assert report["independent"][key] == pytest.approx(value, abs=2e-3), key
         assert report["psnr_hole_db"] == pytest.approx(documented["psnr_hole_db"], abs=2e-3)
+    if name == "mnist-digits2paper":  # keeps the digit, looks like domain B
+        assert report["passes"] == {"accuracy_gap_to_real_b": True, "frechet_fraction": True}
+        for key, value in documented["independent"].items():
+            assert report["independent"][key] == pytest.approx(value, abs=2e-3), key
     if name == "mnist-sr4x":  # beats bicubic upscaling on both counts
         assert report["psnr_over_bicubic_db"] >= MIN_PSNR_OVER_BICUBIC_DB
         assert report["accuracy"] > report["accuracy_bicubic"]

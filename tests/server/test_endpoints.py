@@ -18,6 +18,7 @@ from ganserve.training.srgan import bicubic
 from ganserve.v1 import ganserve_pb2 as pb
 from tests.servers import (
     CGAN,
+    CYCLE,
     DCGAN,
     INPAINT,
     MODELS,
@@ -32,7 +33,7 @@ from tests.servers import (
 def test_list_and_describe(server: RunningServer) -> None:
     listed = {m.name: m for m in server.stub.ListModels(pb.ListModelsRequest()).models}
     assert set(listed) == {p.name for p in MODELS.iterdir() if (p / "1").is_dir()}
-    assert {DCGAN, CGAN, PIX2PIX, VAE, SR4X, INPAINT} <= set(listed)
+    assert {DCGAN, CGAN, PIX2PIX, VAE, SR4X, INPAINT, CYCLE} <= set(listed)
     assert listed[DCGAN].kind == "unconditional" and listed[DCGAN].latent_size == 100
     assert listed[VAE].kind == "unconditional" and listed[VAE].latent_size == 16
     info = server.stub.DescribeModel(pb.DescribeModelRequest(model=CGAN))
@@ -285,3 +286,18 @@ def test_size_limits_are_enforced(make_server: Callable[..., RunningServer]) -> 
     with pytest.raises(grpc.RpcError) as info:  # 4096 float images of 32x32 = 16 MB > 1 MiB
         small.stub.Sample(pb.SampleRequest(model=DCGAN, count=4096, encoding=pb.RAW_FLOAT32))
     assert "message limit" in info.value.details()
+
+
+def test_the_unpaired_translation_model_turns_digits_into_ink_on_paper(
+    server: RunningServer,
+) -> None:
+    from ganserve.export.evaluate import OnnxGenerator
+    from ganserve.tensor import to_tensor
+
+    _, held = data.load(TrainConfig(family="pix2pix"))
+    digits = ((held.image[:8] + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+    request = pb.TranslateRequest(model=CYCLE, images=to_tensor(digits))
+    reply = images(server.stub.Translate(request))
+    local = OnnxGenerator(MODELS / CYCLE / "1" / "model.onnx").session.run(None, {"image": digits})
+    assert np.array_equal(reply, local[0])
+    assert digits.mean() < 60 and reply.mean() > 150  # white on black in, dark ink on paper out
