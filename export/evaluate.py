@@ -22,6 +22,7 @@ import onnx
 import torch
 from torch import nn
 
+from ganserve.contract import MASK_FILL
 from ganserve.export.metadata import PREFIX, ModelCard
 from ganserve.tensor import to_uint8, to_unit
 from ganserve.training import data
@@ -52,7 +53,7 @@ class OnnxGenerator(nn.Module):
                 value = to_uint8(value)
                 value = value.transpose(0, 2, 3, 1)
             if spec.name == "mask" and spec.dtype == "uint8":  # {0, 1} NCHW → 0 / 255 NHWC
-                value = (value.transpose(0, 2, 3, 1) > 0).astype(np.uint8) * 255
+                value = (value.transpose(0, 2, 3, 1) > 0).astype(np.uint8) * MASK_FILL
             feeds[spec.name] = value.astype(spec.dtype, copy=False)
         out = self.session.run(None, feeds)[0]
         if self.card.uint8_output:

@@ -29,6 +29,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ganserve.contract import MASK_FILL
+
 FORMAT = "ganserve.model/1"
 PREFIX = "ganserve."
 KINDS: tuple[str, ...] = ("unconditional", "conditional", "translation")
@@ -225,7 +227,7 @@ def example_inputs(
         elif spec.name == "mask":  # holes: 0 keep, 255 (uint8) or 1 (float) fill
             hole = rng.random((batch, h, w, 1)) < 0.3
             if spec.dtype == "uint8":
-                feeds["mask"] = hole.astype(np.uint8) * 255
+                feeds["mask"] = hole.astype(np.uint8) * MASK_FILL
             else:
                 feeds["mask"] = np.ascontiguousarray(hole.transpose(0, 3, 1, 2), np.float32)
         elif spec.dtype == "uint8":

@@ -22,12 +22,13 @@ Needs onnxruntime and, for translation models, the training data (`pip install '
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from ganserve.contract import balanced_labels
+from ganserve.contract import MASK_FILL, balanced_labels
 from ganserve.export.repository import MODEL_FILE, model_names, versions
 from ganserve.grid import grid_labels, tile
 from ganserve.latent import endpoint, latents, path_latents
@@ -41,6 +42,7 @@ PATHS, STEPS, PATH_LABELS = 4, 10, (0, 3, 5, 8)
 THRESHOLDS = (0.0, 2.0, 1.0, 0.5)
 
 
+@functools.cache  # each picture of a model runs the same file: load it once
 def _session(path: Path):  # -> (onnxruntime.InferenceSession, ModelCard)
     import onnxruntime as ort
 
@@ -111,7 +113,7 @@ def translation_grid(path: Path) -> np.ndarray:
     assert held.source is not None  # a translation split has its A side (inpainting: holes)
     target = to_uint8(held.image[first])
     if card.takes_mask:  # the digit with its hole drawn white, and the filled digit
-        mask = held.source[first].numpy().transpose(0, 2, 3, 1).astype(np.uint8) * 255
+        mask = held.source[first].numpy().transpose(0, 2, 3, 1).astype(np.uint8) * MASK_FILL
         output = session.run(None, {"image": target, "mask": mask})[0]
         source = np.maximum(target, mask)
     else:

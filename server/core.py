@@ -21,12 +21,19 @@ from typing import TypeVar
 
 import numpy as np
 
-from ganserve.contract import INDEX_SPACE, MAX_CHUNK_SIZE, balanced_labels, image_count
+from ganserve.contract import (
+    INDEX_SPACE,
+    MASK_FILL,
+    MAX_CHUNK_SIZE,
+    balanced_labels,
+    image_count,
+    mask_problem,
+)
 from ganserve.export.metadata import ModelCard
 from ganserve.latent import endpoint, latents, path_latents, truncation_problem
 from ganserve.server.batcher import Queued
 from ganserve.server.config import ServerConfig
-from ganserve.server.errors import Draining, InvalidRequest
+from ganserve.server.errors import Draining, InvalidRequest, WrongKind
 from ganserve.server.images import decode_pngs, mask_input, model_input
 from ganserve.server.metrics import Metrics
 from ganserve.server.models import Lease, ModelRepository, ModelVersion
@@ -151,6 +158,7 @@ class Core:
         label_count = len(g.labels) if g.labels is not None else None
         latent_rows = (g.latents.shape[:1] or (0,))[0] if g.latents is not None else None
         if g.path is not None:
+            self._check_path_label(mv, g)
             count, field = self._path_count(g.path, g.start_index), "steps"
         else:
             count, field = image_count(g.count, latent_rows, label_count)
@@ -164,6 +172,17 @@ class Core:
         return Plan(
             mv, count, g.start_index, lambda lo, n: {"z": z_of(lo, n), "label": label_of(lo, n)}
         )
+
+    @staticmethod
+    def _check_path_label(mv: ModelVersion, g: Generation) -> None:
+        """A path shows one class on a conditional model, and none on an unconditional one."""
+        card = mv.card
+        assert card is not None
+        if card.kind == "unconditional" and g.condition is not None:
+            raise WrongKind(f"label: model {mv.name!r} is unconditional; it takes no label")
+        if card.kind == "conditional" and g.condition is None:
+            classes = f"0 to {card.num_classes - 1}"
+            raise InvalidRequest(f"label: required by a conditional model ({classes})")
 
     @staticmethod
     def _path_count(path: Path, start: int) -> int:
@@ -327,7 +346,7 @@ class Core:
         n, h, w, _ = images.shape
         if not given:
             raise InvalidRequest(
-                f"mask: required by an inpainting model: uint8 [{n}, {h}, {w}], 255 = fill"
+                f"mask: required by an inpainting model: uint8 [{n}, {h}, {w}], {MASK_FILL} = fill"
             )
         if mask_pngs:
 
@@ -350,11 +369,8 @@ class Core:
                 f"{field}: {mask.dtype}{given_shape}; must be uint8 [{n}, {h}, {w}] "
                 f"(or [{n}, {h}, {w}, 1]), one per image"
             )
-        values = np.unique(mask)
-        if not (set(values.tolist()) <= {0, 255} or set(values.tolist()) <= {0, 1}):
-            shown = ", ".join(str(v) for v in values[:6])
-            raise InvalidRequest(
-                f"{field}: values {shown}; a mask is binary: 0 (keep) and 255 (fill), or 0 and 1"
-            )
+        problem = mask_problem(mask)
+        if problem:
+            raise InvalidRequest(f"{field}: {problem}")
         feeds["mask"] = mask_input(card, mask)
         return feeds

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ganserve.latent import PATH_METHODS
 from ganserve.server.core import Core, Generation, Path, Plan
 from ganserve.server.errors import InvalidRequest, ModelNotFound, ModelUnavailable, WrongKind
 from ganserve.server.images import encode_pngs, float_pixels, pixels
@@ -22,11 +23,9 @@ _RPC_OF_KIND = {"unconditional": "Sample", "conditional": "Generate", "translati
 # the kinds each rpc and its stream serve: one, but Interpolate serves both generators
 _KINDS_OF_RPC = {rpc + s: {kind} for kind, rpc in _RPC_OF_KIND.items() for s in ("", "Stream")}
 _KINDS_OF_RPC |= {"Interpolate" + s: {"unconditional", "conditional"} for s in ("", "Stream")}
-_METHODS = {
-    pb.InterpolateRequest.METHOD_UNSPECIFIED: "spherical",
-    pb.InterpolateRequest.SPHERICAL: "spherical",
-    pb.InterpolateRequest.LINEAR: "linear",
-}
+# Interpolate's wire methods and ganserve.latent's names for them (unspecified: the first)
+_METHODS = {pb.InterpolateRequest.Method.Value(m.upper()): m for m in PATH_METHODS}
+_METHODS[pb.InterpolateRequest.METHOD_UNSPECIFIED] = PATH_METHODS[0]
 _ENCODINGS = (pb.ENCODING_UNSPECIFIED, pb.RAW_UINT8, pb.RAW_FLOAT32, pb.PNG)
 
 
@@ -160,13 +159,6 @@ class GeneratorService(pb_grpc.GeneratorServicer):
         self._kind(mv, method)
         _itemsize(request.encoding)
         g = await self._generation(request)
-        card = mv.card
-        assert card is not None
-        if g.path is not None and card.kind == "unconditional" and g.condition is not None:
-            raise WrongKind(f"label: model {mv.name!r} is unconditional; it takes no label")
-        if g.path is not None and card.kind == "conditional" and g.condition is None:
-            classes = f"0 to {card.num_classes - 1}"
-            raise InvalidRequest(f"label: required by a conditional model ({classes})")
         return self.core.plan(mv, g, stream=stream)
 
     def _check_reply_size(self, mv: ModelVersion, n: int, encoding: int) -> None:

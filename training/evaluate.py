@@ -85,6 +85,11 @@ def classify(
     return torch.cat(feats).numpy(), torch.cat(preds).numpy()
 
 
+def judged_accuracy(judge: Judge, images: torch.Tensor, labels: np.ndarray) -> float:
+    """The share of `images` (in [-1, 1]) that `judge` classifies as `labels`."""
+    return float((classify(judge, images)[1] == labels).mean())
+
+
 @torch.no_grad()
 def generate(
     netG: nn.Module, config: TrainConfig, n: int, seed: int, batch: int = 250
@@ -274,15 +279,8 @@ def evaluate_inpainting(
 
     def accuracies(judged_by: Judge) -> dict[str, float]:
         labels = held.label.numpy()
-        accuracy = {
-            name: float((classify(judged_by, images)[1] == labels).mean())
-            for name, images in (
-                ("filled", filled),
-                ("holed", holed),
-                ("real", real),
-                ("diffusion", baseline),
-            )
-        }
+        sets = {"filled": filled, "holed": holed, "real": real, "diffusion": baseline}
+        accuracy = {name: judged_accuracy(judged_by, x, labels) for name, x in sets.items()}
         return {
             "accuracy": round(accuracy["filled"], 4),
             "accuracy_holed": round(accuracy["holed"], 4),
@@ -332,7 +330,7 @@ def evaluate_unpaired(
     if judge is not None:
 
         def accuracy(images: torch.Tensor) -> float:
-            return round(float((classify(judge, images)[1] == labels).mean()), 4)
+            return round(judged_accuracy(judge, images, labels), 4)
 
         b_features, _ = classify(judge, real_b)
         floor = frechet_distance(classify(judge, train.image[: len(held)])[0], b_features)
@@ -412,10 +410,8 @@ def evaluate_super_resolution(
 
     def accuracies(judged_by: Judge) -> dict[str, float]:
         labels = held.label.numpy()
-        accuracy = {
-            name: float((classify(judged_by, images)[1] == labels).mean())
-            for name, images in (("sr", sr), ("bicubic", up), ("real", real))
-        }
+        sets = {"sr": sr, "bicubic": up, "real": real}
+        accuracy = {name: judged_accuracy(judged_by, x, labels) for name, x in sets.items()}
         return {
             "accuracy": round(accuracy["sr"], 4),
             "accuracy_bicubic": round(accuracy["bicubic"], 4),

@@ -14,6 +14,7 @@ Deterministic for a torch.Generator: the held-out digits' holes never change bet
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -40,14 +41,20 @@ def rectangle(size: int, hole_min: int, hole_max: int, g: torch.Generator) -> to
     return mask
 
 
+@functools.cache
+def _grid(size: int) -> torch.Tensor:
+    """[size, size, 2]: each pixel's (row, column), made once per image size."""
+    ys, xs = torch.meshgrid(torch.arange(float(size)), torch.arange(float(size)), indexing="ij")
+    return torch.stack([ys, xs], -1)
+
+
 def stroke(size: int, g: torch.Generator) -> torch.Tensor:
     """float {0, 1} [size, size]: one free-form brush stroke (see the module docstring)."""
     k = size / 32
     vertices = int(torch.randint(VERTICES[0], VERTICES[1] + 1, (1,), generator=g))
     radius = float(_uniform(g, *RADIUS)) * k
     point = _uniform(g, size / 4, 3 * size / 4, 2)
-    ys, xs = torch.meshgrid(torch.arange(float(size)), torch.arange(float(size)), indexing="ij")
-    grid = torch.stack([ys, xs], -1)  # [H, W, 2]
+    grid = _grid(size)
     mask = torch.zeros(size, size, dtype=torch.bool)
     for _ in range(vertices - 1):
         angle = float(_uniform(g, 0.0, 2 * math.pi))

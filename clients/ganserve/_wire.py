@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ganserve import latent
-from ganserve.contract import parse_version, request_count
+from ganserve.contract import MASK_FILL, parse_version, request_count
 from ganserve.errors import InvalidArgument
 from ganserve.tensor import from_tensor, to_tensor
 from ganserve.types import Images, ModelInfo, RepositoryModel, VersionState
@@ -147,10 +147,10 @@ def translate_request(
     request = pb.TranslateRequest(
         model=model, version=version, images=to_tensor(images), encoding=encoding(output)
     )
-    if masks is not None:  # booleans (True = fill) become 0 / 255; uint8 goes as it is
+    if masks is not None:  # booleans (True = fill) become 0 / MASK_FILL; uint8 goes as it is
         masks = np.asarray(masks)
         if masks.dtype == np.bool_:
-            masks = masks.astype(np.uint8) * 255
+            masks = masks.astype(np.uint8) * MASK_FILL
         if masks.dtype != np.uint8:
             raise InvalidArgument(
                 f"masks: {masks.dtype}{list(masks.shape)}; bool or uint8 [N, H, W] (255 = fill)"

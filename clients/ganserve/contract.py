@@ -9,6 +9,8 @@ import these instead of restating them, so a caller and the server can never dis
 - `balanced_labels`: the labels of a balanced request (image index i shows class i mod C), and
   `balanced_counts`, how many of a span's images show each class;
 - `MAX_CHUNK_SIZE`: the most images one streamed message may hold;
+- `MASK_KEEP`, `MASK_FILL` and `mask_problem`: an inpainting mask's values (0 keep, 255 fill;
+  0 and 1 read the same);
 - `INDEX_SPACE` and `SEEDS`: image indices and seeds are unsigned 64-bit (a job's count, its
   shards' spans and a manifest's claims all stay inside them).
 """
@@ -24,6 +26,7 @@ MAX_VERSION = 2**63 - 1  # the wire's int64
 MAX_CHUNK_SIZE = 4096  # images per streamed message (a request's chunk_size, or the default)
 INDEX_SPACE = 2**64  # image indices (start_index + i) are uint64: start + count <= 2^64
 SEEDS = 2**64  # a seed is uint64: 0 to 2^64 - 1
+MASK_KEEP, MASK_FILL = 0, 255  # an inpainting mask: keep the pixel, fill it (1 reads as fill)
 _VERSION = re.compile(r"[1-9][0-9]{0,18}")  # ASCII only: str.isdigit() also takes '²'
 
 
@@ -77,3 +80,15 @@ def balanced_counts(first: int, n: int, num_classes: int) -> list[int]:
         return [(x - label + num_classes - 1) // num_classes for label in range(num_classes)]
 
     return [b - a for a, b in zip(below(first), below(first + n), strict=True)]
+
+
+def mask_problem(mask: np.ndarray) -> str | None:
+    """Why uint8 `mask` is not a binary mask (values MASK_KEEP and MASK_FILL, or 0 and 1), or
+    None. One linear pass; the values are listed only when it is refused."""
+    fill = MASK_FILL if mask.size and mask.max() > 1 else 1
+    if np.count_nonzero((mask != MASK_KEEP) & (mask != fill)) == 0:
+        return None
+    shown = ", ".join(str(v) for v in np.unique(mask)[:6])
+    return (
+        f"values {shown}; a mask is binary: {MASK_KEEP} (keep) and {MASK_FILL} (fill), or 0 and 1"
+    )
