@@ -48,6 +48,15 @@ def bulk(address: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[np.nda
     )
 
 
+# Workers from a fork server, not forked from pytest: a channel opened in a child forked from a
+# process that has used gRPC can hang in grpc's Channel.__init__ (seen in CI, 2026-12-05).
+WORKERS = {"num_workers": 2, "multiprocessing_context": "forkserver"}
+
+
+def _to_unit_range(x: torch.Tensor) -> torch.Tensor:
+    return x / 127.5 - 1  # a module function: a fork server's workers get it by pickle
+
+
 def as_nhwc(images: torch.Tensor) -> np.ndarray:
     return images.permute(0, 2, 3, 1).numpy()
 
@@ -92,7 +101,7 @@ def test_two_ranks_of_two_workers_see_disjoint_indices_whose_union_is_the_range(
             address, CGAN, count=1000, seed=SEED, block_size=64, rank=rank, world_size=2
         )
         indices = []
-        for batch, batch_labels in DataLoader(digits, batch_size=50, num_workers=2):
+        for batch, batch_labels in DataLoader(digits, batch_size=50, **WORKERS):
             found = [index_of[image.tobytes()] for image in as_nhwc(batch)]
             assert batch_labels.tolist() == labels[found].tolist()
             indices += found
@@ -128,7 +137,7 @@ def test_a_stateful_dataloader_with_two_workers_resumes_exactly(address: str) ->
     digits = SyntheticDataset(address, CGAN, count=400, seed=SEED, block_size=32)
 
     def loader() -> StatefulDataLoader:
-        return StatefulDataLoader(digits, batch_size=16, num_workers=2)
+        return StatefulDataLoader(digits, batch_size=16, **WORKERS)
 
     whole = [images for images, _ in loader()]
     first = loader()
@@ -183,12 +192,12 @@ def test_the_cas_classifier_trains_on_it(address: str) -> None:
 
     torch.manual_seed(0)
     digits = SyntheticDataset(
-        address, CGAN, per_class=192, seed=SEED, block_size=64, transform=lambda x: x / 127.5 - 1
+        address, CGAN, per_class=192, seed=SEED, block_size=64, transform=_to_unit_range
     )
     net = CasNet()
     optimiser = torch.optim.Adam(net.parameters(), lr=1e-3)
     losses = []
-    for images, labels in DataLoader(digits, batch_size=64, num_workers=2):
+    for images, labels in DataLoader(digits, batch_size=64, **WORKERS):
         loss = nn.functional.cross_entropy(net(images), labels)
         optimiser.zero_grad()
         loss.backward()
@@ -218,7 +227,7 @@ def test_mix_splits_a_real_dataset_over_workers(address: str) -> None:
     digits = SyntheticDataset(address, CGAN, count=128, seed=SEED, block_size=16)
     labels = [
         label
-        for _, batch in DataLoader(mix(real, digits, 0.5, seed=1), batch_size=8, num_workers=2)
+        for _, batch in DataLoader(mix(real, digits, 0.5, seed=1), batch_size=8, **WORKERS)
         for label in batch.tolist()
     ]
     assert sorted(label for label in labels if label >= 100) == list(range(100, 140))
