@@ -23,8 +23,9 @@ For each model (the shipped 32x32 `mnist-dcgan`, and the standard DCGAN 64x64x3 
    reading 4,096-image streams in chunks of 256. Cells give images/s and the median call time.
 4. Server CPU per call: the CPU time the server's processes used over a cell (user + system,
    from /proc, its worker processes included), over the calls it answered; the echo server's
-   is gRPC's own cost for a call, and echo's plus the CPU of one batch-1 run on a one-thread
-   session is the floor: what no server on this gRPC stack can go under for one image.
+   is gRPC's own cost for a call. Echo's plus one image's run on a one-thread session is the
+   floor: run alone (unbatched), or in a batch of 64 (batched), under which no server on this
+   gRPC stack can go for a single-image call.
 
 The load generator is this process, on the same cores as the servers: every server pays for
 it alike. Figures move between runs on a shared machine; compare within one run.
@@ -103,18 +104,17 @@ def raw_rate(sessions: list[Runner], batch: int, seconds: float) -> float:
     return sum(done) / (time.perf_counter() - started)
 
 
-def run_cpu_us(path: Path, seconds: float) -> float:
-    """CPU µs of one batch-1 run on a one-thread session: the least compute a single-image
-    call can cost, whatever server makes it."""
-    runner = session(path, 1, False)
-    feeds = example_inputs(runner.card, 1)
+def run_cpu_us(runner: Runner, batch: int, seconds: float) -> float:
+    """CPU µs per image of runs at `batch` on `runner` (a one-thread session: no pool to wake),
+    called back to back from this thread."""
+    feeds = example_inputs(runner.card, batch)
     runner.run(feeds)
     runs, stop = 0, time.perf_counter() + seconds
     started = time.process_time()
     while time.perf_counter() < stop:
         runner.run(feeds)
         runs += 1
-    return 1e6 * (time.process_time() - started) / runs
+    return 1e6 * (time.process_time() - started) / (runs * batch)
 
 
 def raw_table(
@@ -285,10 +285,15 @@ def model_path(repository: Path, model: str) -> Path:
 def bench_model(model: str, args: argparse.Namespace) -> None:
     repository = BENCH_MODELS if model == "dcgan64" else ROOT / "models"
     path = model_path(repository, model)
-    card = session(path, 1, False).card
+    probe = session(path, 1, False)
+    card = probe.card
     raw = {} if args.no_raw else raw_table(path, args.threads, args.raw_seconds, args.device)
     raw_best = max((rate for rate, _ in raw.values()), default=float("nan"))
-    one_run = run_cpu_us(path, args.raw_seconds) if args.device == "cpu" else float("nan")
+    # the compute a single-image call cannot avoid: run alone (batch 1), or batched (64)
+    cpu = args.device == "cpu"
+    one_run, batched = (
+        run_cpu_us(probe, b, args.raw_seconds) if cpu else float("nan") for b in (1, 64)
+    )
     variants = {"ganserve": [], "ganserve --workers 2": ["--workers", "2"]}
     for spec in args.variant:
         name, _, flags = spec.partition("=")
@@ -345,17 +350,20 @@ def bench_model(model: str, args: argparse.Namespace) -> None:
         best = max(row[n].images_per_second for n in names) / raw_best
         print(f"| {cell} | {plain} | {cols} | {echo} | {best:.2f}x |")
     print("\nserver CPU per call, µs (user + system, worker processes included); floor = echo's")
-    print(f"cost plus one batch-1 run on a one-thread session ({one_run:,.0f} µs of CPU here):")
-    print("the least a server on this gRPC stack can spend on a single-image call\n")
-    print("| load | " + " | ".join(servers) + " | floor | ganserve / echo | floor / echo |")
-    print("|---|" + "---:|" * (len(servers) + 3))
+    print(f"cost plus one image's run on a one-thread session: {one_run:,.0f} µs of CPU run alone")
+    print(f"(unbatched), {batched:,.0f} µs in a batch of 64 (batched). Under the batched floor no")
+    print("server on this gRPC stack can go for a single-image call\n")
+    head = " | ".join(servers)
+    print(f"| load | {head} | floor, unbatched | batched | ganserve / echo | floors / echo |")
+    print("|---|" + "---:|" * (len(servers) + 4))
     for cell in (c for c in CPU_CELLS if c in table):
         row = table[cell]
         cols = " | ".join(f"{row[n].cpu_us_per_call:,.0f}" for n in servers)
         echo = row["echo"].cpu_us_per_call
-        floor = echo + one_run
+        alone, together = echo + one_run, echo + batched
         ratio = row["ganserve"].cpu_us_per_call / echo
-        print(f"| {cell} | {cols} | {floor:,.0f} | {ratio:.2f}x | {floor / echo:.2f}x |")
+        floors = f"{alone / echo:.2f}x / {together / echo:.2f}x"
+        print(f"| {cell} | {cols} | {alone:,.0f} | {together:,.0f} | {ratio:.2f}x | {floors} |")
 
 
 def main() -> int:
