@@ -7,6 +7,7 @@ that forks should not be running a gRPC server in its own threads.
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -50,7 +51,9 @@ def bulk(address: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[np.nda
 
 # Workers from a fork server, not forked from pytest: a channel opened in a child forked from a
 # process that has used gRPC can hang in grpc's Channel.__init__ (seen in CI, 2026-12-05).
+# The fork server imports torch and the SDK once (it opens no channel), not every worker.
 WORKERS = {"num_workers": 2, "multiprocessing_context": "forkserver"}
+multiprocessing.set_forkserver_preload(["torch", "ganserve.data"])
 
 
 def _to_unit_range(x: torch.Tensor) -> torch.Tensor:
