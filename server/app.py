@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import Sequence
 
@@ -23,6 +24,7 @@ from grpc_reflection.v1alpha import reflection
 
 from ganserve.export.repository import RepositoryError
 from ganserve.oip import grpc_service_pb2, grpc_service_pb2_grpc
+from ganserve.server import logs
 from ganserve.server.config import ServerConfig, parse
 from ganserve.server.core import Core
 from ganserve.server.metrics import Metrics
@@ -31,6 +33,7 @@ from ganserve.server.oip import InferenceService
 from ganserve.server.rpc import register
 from ganserve.server.runner import fix_mmap_threshold, trim_heap
 from ganserve.server.security import TokenAuth, server_credentials
+from ganserve.server.tracing import Tracing
 from ganserve.server.v1 import GeneratorService
 from ganserve.server.workers import supervise
 from ganserve.v1 import ganserve_pb2, ganserve_pb2_grpc
@@ -69,6 +72,7 @@ class GanServer:
         self.repo = ModelRepository(config, self.metrics)
         self.core = Core(self.repo, config, self.metrics)
         self.health = health.aio.HealthServicer()
+        self.tracing = Tracing.from_env(os.environ)  # None: off (OTEL_TRACES_EXPORTER unset)
         self.port = 0
         self.metrics_port = 0
         limit = config.max_message_bytes
@@ -99,11 +103,13 @@ class GanServer:
         """Bind, load every model, then report SERVING. Returns once ready to take calls."""
         if self.config.metrics_port >= 0:
             self.metrics_port = self.metrics.serve(self.config.host, self.config.metrics_port)
-        known = self.repo.models.__contains__
+        known, traced = self.repo.models.__contains__, self.tracing
         add_v1 = ganserve_pb2_grpc.add_GeneratorServicer_to_server
-        register(self._server, GeneratorService(self.core), V1, add_v1, self.metrics, known)
+        v1 = GeneratorService(self.core)
+        register(self._server, v1, V1, add_v1, self.metrics, known, traced)
         add_oip = grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server
-        register(self._server, InferenceService(self.core), OIP, add_oip, self.metrics, known)
+        oip = InferenceService(self.core)
+        register(self._server, oip, OIP, add_oip, self.metrics, known, traced)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         names = (SERVICE_NAME, OIP_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, self._server)
@@ -116,10 +122,11 @@ class GanServer:
             await self.health.set(name, NOT_SERVING)
         await self._server.start()
         log.info(
-            "gRPC on %s:%d (NOT_SERVING while models load), metrics on port %s",
+            "gRPC on %s:%d (NOT_SERVING while models load), metrics on port %s, tracing %s",
             self.config.host,
             self.port,
             self.metrics_port or "off",
+            "to " + "+".join(self.tracing.exporters) if self.tracing else "off",
         )
         names = None
         if self.config.model_control == "explicit" and self.config.load_models != "*":
@@ -176,6 +183,8 @@ class GanServer:
         await self.repo.close()
         self.core.close()
         self.metrics.stop()
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.shutdown)  # exports the spans still held
         self._stopped.set()
 
     async def wait(self) -> None:
@@ -212,9 +221,7 @@ async def serve(config: ServerConfig) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     config = parse(argv)
-    logging.basicConfig(
-        level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(config.log_level, config.log_format)
     if config.workers > 1:
         return supervise(config)
     fix_mmap_threshold()

@@ -35,6 +35,7 @@ import numpy as np
 
 from ganserve.server.errors import QueueFull
 from ganserve.server.metrics import Metrics
+from ganserve.server.tracing import Call, current
 
 Run = Callable[[dict[str, np.ndarray]], np.ndarray]
 
@@ -50,6 +51,8 @@ class _Piece:
     enqueued: float = field(default_factory=time.perf_counter)
     counted: bool = True  # in the queue's image count (until it runs or is dropped)
     ahead: bool = False  # a stream's chunk queued before its reader needs it (see has_room)
+    trace: Call | None = None  # the traced rpc it belongs to (server.tracing)
+    enqueued_ns: int = 0  # its arrival in wall-clock ns, for its `queue` span (when traced)
 
 
 def _settle(future: asyncio.Future[np.ndarray], output: Any, error: BaseException | None) -> None:
@@ -76,6 +79,7 @@ class _Instance:
     """
 
     def __init__(self, name: str, run: Run) -> None:
+        self.name = name
         self.run = run
         self.seconds: dict[int, float] = {}  # batch size bucket -> moving average of runs
         self._jobs: queue.SimpleQueue[tuple | None] = queue.SimpleQueue()
@@ -233,12 +237,15 @@ class Batcher:
         loaded = self._busy >= len(self._instances)
         per_image = max(v[0].size for v in feeds.values()) if n else 0
         pieces = []
+        call = current()
         for lo in range(0, n, self.max_batch_size):
             part = {k: v[lo : lo + self.max_batch_size] for k, v in feeds.items()}
             size = min(self.max_batch_size, n - lo)
             values = size * per_image
             pieces.append(_Piece(part, size, key, loop.create_future(), loaded, values))
             pieces[-1].ahead = ahead
+            if call is not None:
+                pieces[-1].trace, pieces[-1].enqueued_ns = call, time.time_ns()
         self._queue.extend(pieces)
         self._queued_images += n
         self._ahead_images += n if ahead else 0
@@ -294,10 +301,38 @@ class Batcher:
         started = time.perf_counter()
         self._wait.observe(0.0)
         self.runs += 1
-        output = instance.run_now([feeds], n)
+        call = current()
+        span = self._batch_span([call], n, 1, instance, True) if call is not None else None
+        try:
+            output = instance.run_now([feeds], n)
+        finally:
+            if span is not None:
+                span.end()
         self._compute.observe(time.perf_counter() - started)
         self._sizes.observe(n)
         return output
+
+    def _batch_span(
+        self, calls: list[Call], size: int, pieces: int, instance: _Instance, inline: bool
+    ) -> Any:
+        """The started `batch` span of a batch of `size` images in `pieces` pieces serving the
+        traced `calls` (server.tracing): under the first unary call, linked to each; None when
+        only streams are traced."""
+        sampled = list({id(c): c for c in calls if c.sampled}.values())
+        parent = next((c for c in sampled if not c.stream), None)
+        if parent is None:
+            return None
+        return parent.tracing.batch_span(
+            parent,
+            sampled,
+            **{
+                "ganserve.model": self.name,
+                "ganserve.batch.size": size,
+                "ganserve.batch.pieces": pieces,
+                "ganserve.instance": instance.name,
+                "ganserve.inline": inline,
+            },
+        )
 
     def _wake(self, pieces: int) -> None:
         """Hand new work to up to `pieces` idle workers, and tell filling batches it came."""
@@ -394,20 +429,26 @@ class Batcher:
         size = sum(p.size for p in batch)
         feeds = [p.feeds for p in batch]
         instance = self._where(instance)
+        inline = instance.cheap(size, self.inline_run_s)  # a thread hand-over would cost more
+        span = self._traced(batch, size, instance, inline)
         self._running += 1
         self.runs += 1
         try:
-            if instance.cheap(size, self.inline_run_s):
-                output = instance.run_now(feeds, size)  # a thread hand-over would cost more
+            if inline:
+                output = instance.run_now(feeds, size)
             else:
                 output = await instance.submit(feeds, size)
         except Exception as exc:  # the whole batch failed: every caller hears why
             for piece in batch:
                 if not piece.future.done():
                     piece.future.set_exception(exc)
+            if span is not None:
+                span.record_exception(exc)
             return
         finally:
             self._running -= 1
+            if span is not None:
+                span.end()
         self._compute.observe(time.perf_counter() - started)
         self._sizes.observe(size)
         lo = 0
@@ -415,3 +456,14 @@ class Batcher:
             if not piece.future.done():
                 piece.future.set_result(output[lo : lo + piece.size])
             lo += piece.size
+
+    def _traced(self, batch: list[_Piece], size: int, instance: _Instance, inline: bool) -> Any:
+        """For a batch holding traced pieces: each one's `queue` span, and the batch's span."""
+        calls = [p.trace for p in batch if p.trace is not None]
+        if not calls:
+            return None
+        now = time.time_ns()
+        for p in batch:
+            if p.trace is not None:
+                p.trace.add_span("queue", p.enqueued_ns, now, **{"ganserve.images": p.size})
+        return self._batch_span(calls, size, len(batch), instance, inline)

@@ -33,6 +33,7 @@ from ganserve.export.metadata import ModelCard, TensorSpec
 from ganserve.export.repository import RepositoryError
 from ganserve.latent import PATH_METHODS
 from ganserve.oip import grpc_service_pb2 as oip
+from ganserve.server import tracing
 from ganserve.server.core import Core, Feeds, Generation, Path
 from ganserve.server.errors import (
     Draining,
@@ -323,13 +324,14 @@ class InferenceService:
                 plan = self.core.plan(mv, self._generation(request, card, inputs), stream=False)
                 self.core.check_reply_size(card, plan.count, card.height, card.width, 1)
                 out = await self.core.run(mv, plan.inputs(0, plan.count))
-            images = pixels(card, out)
-            self.core.metrics.images_of(mv.name, "ModelInfer").inc(len(images))
-            reply = oip.ModelInferResponse(
-                model_name=mv.name, model_version=str(mv.version), id=request.id
-            )
-            reply.outputs.add(name=OUTPUT, datatype="UINT8", shape=list(images.shape))
-            reply.raw_output_contents.append(np.ascontiguousarray(images).tobytes())
+            with tracing.span("encode", **{"ganserve.encoding": "RAW_UINT8"}):
+                images = pixels(card, out)
+                self.core.metrics.images_of(mv.name, "ModelInfer").inc(len(images))
+                reply = oip.ModelInferResponse(
+                    model_name=mv.name, model_version=str(mv.version), id=request.id
+                )
+                reply.outputs.add(name=OUTPUT, datatype="UINT8", shape=list(images.shape))
+                reply.raw_output_contents.append(np.ascontiguousarray(images).tobytes())
             return reply
 
     async def RepositoryIndex(self, request: oip.RepositoryIndexRequest, context: Any) -> Any:

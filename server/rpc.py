@@ -5,7 +5,8 @@ becomes its status (a `server.errors.ServingError` by `errors.STATUS`, the only 
 anything else INTERNAL), it is counted and timed (`ganserve_requests_total`,
 `ganserve_request_latency_seconds`, labelled with the model when the server has it), and
 request bytes that do not parse reach it as a `Malformed` request, which `parsed` refuses as
-INVALID_ARGUMENT (gRPC itself would answer UNKNOWN).
+INVALID_ARGUMENT (gRPC itself would answer UNKNOWN). With tracing on (`server.tracing`), each
+rpc also gets its span, current while it runs, and its latency observation an exemplar.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from google.protobuf.message import DecodeError
 
 from ganserve.server.errors import InvalidRequest, ServingError, status_of
 from ganserve.server.metrics import Metrics
+from ganserve.server.tracing import Call, Tracing
 
 OK = grpc.StatusCode.OK
 
@@ -82,16 +84,19 @@ def register(
     add: Callable[[Any, Any], None],
     metrics: Metrics,
     known: Callable[[str], bool],
+    tracing: Tracing | None = None,
 ) -> None:
     """Wrap every rpc of `service` on `servicer` (see the module docstring) and register it
     with the generated `add_...Servicer_to_server` function `add`. `known(name)`: whether a
-    model name may label the metrics (else "unknown": the label sets stay bounded)."""
+    model name may label the metrics (else "unknown": the label sets stay bounded).
+    `tracing`: each rpc gets its span (`server.tracing`), and its latency an exemplar."""
     for rpc in service.methods:
         fn, field = getattr(servicer, rpc.name), _model_field(rpc)
+        rpc_ = _Rpc(rpc.name, f"/{service.full_name}/{rpc.name}", field, metrics, known, tracing)
         if rpc.server_streaming:
-            wrapped = _streaming(rpc.name, fn, rpc.client_streaming, field, metrics, known)
+            wrapped = _streaming(rpc_, fn, rpc.client_streaming)
         else:
-            wrapped = _unary(rpc.name, fn, field, metrics, known)
+            wrapped = _unary(rpc_, fn)
         setattr(servicer, rpc.name, wrapped)
     add(servicer, _Lenient(server, service.file))
 
@@ -130,46 +135,69 @@ async def _end(
     await context.abort(code, message)
 
 
-def _record(
-    metrics: Metrics, label: str, method: str, code: grpc.StatusCode, started: float
-) -> None:
-    metrics.requests_of(label, method, code.name).inc()
-    metrics.request_latency_of(label, method).observe(time.perf_counter() - started)
+class _Rpc:
+    """One rpc's name, path and what its wrapper records with."""
+
+    __slots__ = ("field", "known", "method", "metrics", "path", "tracing")
+
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        field: str,
+        metrics: Metrics,
+        known: Callable[[str], bool],
+        tracing: Tracing | None,
+    ) -> None:
+        self.method, self.path, self.field = method, path, field
+        self.metrics, self.known, self.tracing = metrics, known, tracing
+
+    def label(self, request: Any) -> str:
+        """The model label of `request` ("unknown" for a name the server does not have)."""
+        name = getattr(request, self.field, "") if self.field else ""  # a Malformed has none
+        return name if self.known(name) else "unknown"
+
+    def trace(self, request: Any, context: grpc.aio.ServicerContext, stream: bool) -> Call | None:
+        if self.tracing is None:
+            return None
+        name = getattr(request, self.field, "") if self.field else ""
+        metadata = context.invocation_metadata()
+        return self.tracing.start_call(self.path, metadata, str(name)[:256], stream)
+
+    def record(
+        self, label: str, code: grpc.StatusCode, message: str, started: float, call: Call | None
+    ) -> None:
+        """Count and time the finished rpc; end its span."""
+        self.metrics.requests_of(label, self.method, code.name).inc()
+        exemplar = call.exemplar() if call is not None else None
+        latency = self.metrics.request_latency_of(label, self.method)
+        latency.observe(time.perf_counter() - started, exemplar)
+        if call is not None:
+            call.end(code.value[0], code.name, message)
 
 
-def _unary(
-    method: str, fn: Callable, field: str, metrics: Metrics, known: Callable[[str], bool]
-) -> Callable:
+def _unary(rpc: _Rpc, fn: Callable) -> Callable:
     @functools.wraps(fn)
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        started, code = time.perf_counter(), OK
+        started, code, message = time.perf_counter(), OK, ""
+        call = rpc.trace(request, context, stream=False)
         try:
             return await fn(parsed(request), context)
         except BaseException as exc:
             code, message = _code(exc, context)
             await _end(exc, code, message, context)
         finally:
-            name = getattr(request, field, "") if field else ""  # a Malformed request has none
-            _record(metrics, name if known(name) else "unknown", method, code, started)
+            rpc.record(rpc.label(request), code, message, started, call)
 
     return handler
 
 
-def _streaming(
-    method: str,
-    fn: Callable,
-    client_stream: bool,
-    field: str,
-    metrics: Metrics,
-    known: Callable[[str], bool],
-) -> Callable:
+def _streaming(rpc: _Rpc, fn: Callable, client_stream: bool) -> Callable:
     @functools.wraps(fn)
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        started, code = time.perf_counter(), OK
-        label = "unknown"
-        if not client_stream:
-            name = getattr(request, field, "") if field else ""
-            label = name if known(name) else "unknown"
+        started, code, message = time.perf_counter(), OK, ""
+        label = "unknown" if client_stream else rpc.label(request)
+        call = rpc.trace(None if client_stream else request, context, stream=True)
         try:
             async for reply in fn(request if client_stream else parsed(request), context):
                 label = reply.model
@@ -178,6 +206,6 @@ def _streaming(
             code, message = _code(exc, context)
             await _end(exc, code, message, context)
         finally:
-            _record(metrics, label, method, code, started)
+            rpc.record(label, code, message, started, call)
 
     return handler

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ganserve.latent import PATH_METHODS
+from ganserve.server import tracing
 from ganserve.server.core import Core, Generation, Path, Plan
 from ganserve.server.errors import InvalidRequest, ModelNotFound, ModelUnavailable, WrongKind
 from ganserve.server.images import encode_pngs, float_pixels, pixels
@@ -101,12 +102,13 @@ class GeneratorService(pb_grpc.GeneratorServicer):
         reply = pb.ImageBatch(model=mv.name, version=mv.version, start_index=start, layout="NHWC")
         if labels is not None:
             reply.labels.extend(labels.tolist())
-        if encoding == pb.RAW_FLOAT32:
-            fill_tensor(reply.images, float_pixels(card, out))
-        elif encoding == pb.PNG:
-            reply.png.extend(await self.core.off_loop(encode_pngs, pixels(card, out)))
-        else:
-            fill_tensor(reply.images, pixels(card, out))
+        with tracing.span("encode", **{"ganserve.encoding": pb.Encoding.Name(encoding)}):
+            if encoding == pb.RAW_FLOAT32:
+                fill_tensor(reply.images, float_pixels(card, out))
+            elif encoding == pb.PNG:
+                reply.png.extend(await self.core.off_loop(encode_pngs, pixels(card, out)))
+            else:
+                fill_tensor(reply.images, pixels(card, out))
         return reply
 
     # -- rpcs -------------------------------------------------------------------------------
@@ -189,6 +191,9 @@ class GeneratorService(pb_grpc.GeneratorServicer):
             self._check_reply_size(mv, min(chunk, plan.count), request.encoding)
             async for lo, feeds, out in self.core.stream(plan, chunk):
                 start = plan.start_index + lo
+                tracing.event(
+                    "chunk", **{"ganserve.start_index": start, "ganserve.images": len(out)}
+                )
                 yield await self._reply(
                     mv, method, out, request.encoding, start, feeds.get("label")
                 )
@@ -236,7 +241,9 @@ class GeneratorService(pb_grpc.GeneratorServicer):
         self, requests: AsyncIterator[pb.TranslateRequest], context: Any
     ) -> AsyncIterator[pb.ImageBatch]:
         async for request in requests:
-            yield await self._translate(parsed(request), "TranslateStream")
+            reply = await self._translate(parsed(request), "TranslateStream")
+            tracing.event("chunk", **{"ganserve.images": len(reply.png) or reply.images.shape[0]})
+            yield reply
 
 
 def _point(request: pb.InterpolateRequest, field: str) -> tuple[int, int] | np.ndarray:
