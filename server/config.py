@@ -9,6 +9,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from ganserve.contract import MAX_CHUNK_SIZE
+from ganserve.server import tracing
+from ganserve.server.logs import LOG_FORMATS
 
 DEVICES = ("auto", "cpu", "cuda")
 MODEL_CONTROLS = ("none", "poll", "explicit")  # Triton's --model-control-mode
@@ -51,6 +53,7 @@ class ServerConfig:
     poll_seconds: float = 5.0  # --model-control poll: how often the repository is rescanned
     load_models: str = "*"  # the models loaded at start: "*" (all) or comma-separated names
     log_level: str = "INFO"
+    log_format: str = "plain"  # plain text, or json: one object per line (server.logs)
 
     def __post_init__(self) -> None:
         for name, least in _MINIMUM.items():
@@ -65,6 +68,10 @@ class ServerConfig:
             )
         if self.load_models != "*" and self.model_control != "explicit":
             raise ServerConfigError("--load-models: only with --model-control explicit")
+        if self.log_format not in LOG_FORMATS:
+            raise ServerConfigError(
+                f"--log-format: {self.log_format!r}; one of {', '.join(LOG_FORMATS)}"
+            )
         if self.device not in DEVICES:
             raise ServerConfigError(f"--device: {self.device!r}; one of {', '.join(DEVICES)}")
         if bool(self.tls_cert) != bool(self.tls_key):
@@ -159,6 +166,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "unload rpcs and `ganserve models`)",
         "poll_seconds": "--model-control poll: seconds between rescans of the repository",
         "load_models": "--model-control explicit: models loaded at start ('*' all, or a,b)",
+        "log_format": "plain, or json (one object per line, with trace ids when tracing)",
     }
     for f in fields(ServerConfig):
         default = f.default
@@ -198,6 +206,8 @@ def parse(argv: Sequence[str] | None = None) -> ServerConfig:
     parser = argparse.ArgumentParser(prog="ganserve serve")
     add_arguments(parser)
     try:
-        return resolve(parser.parse_args(argv))
-    except ServerConfigError as exc:  # one line naming the setting, exit status 2
+        config = resolve(parser.parse_args(argv))
+        tracing.settings(os.environ)  # OTEL_* values ganserve cannot honour fail here too
+    except (ServerConfigError, ValueError) as exc:  # one line naming the setting, exit status 2
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    return config
