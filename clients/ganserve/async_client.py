@@ -41,7 +41,9 @@ class AsyncClient(Base):
         for attempt in itertools.count():
             stub, left = self._attempt(deadline, service)
             try:
-                return await getattr(stub, method)(request, timeout=left, metadata=self._metadata)
+                return await getattr(stub, method)(
+                    request, timeout=left, metadata=self._call_metadata()
+                )
             except grpc.RpcError as exc:
                 await asyncio.sleep(self._wait_before_retry(exc, attempt, deadline))
         raise AssertionError("unreachable")
@@ -54,7 +56,7 @@ class AsyncClient(Base):
         for attempt in itertools.count():
             stub, left = self._attempt(deadline)
             call = getattr(stub, method)(
-                _wire.resume(request, received), timeout=left, metadata=self._metadata
+                _wire.resume(request, received), timeout=left, metadata=self._call_metadata()
             )
             try:
                 async for reply in call:

@@ -52,7 +52,7 @@ class Client(Base):
         for attempt in itertools.count():
             stub, left = self._attempt(deadline, service)
             try:
-                return getattr(stub, method)(request, timeout=left, metadata=self._metadata)
+                return getattr(stub, method)(request, timeout=left, metadata=self._call_metadata())
             except grpc.RpcError as exc:
                 time.sleep(self._wait_before_retry(exc, attempt, deadline))
         raise AssertionError("unreachable")
@@ -63,7 +63,7 @@ class Client(Base):
         for attempt in itertools.count():
             stub, left = self._attempt(deadline)
             resumed = _wire.resume(request, received)
-            call = getattr(stub, method)(resumed, timeout=left, metadata=self._metadata)
+            call = getattr(stub, method)(resumed, timeout=left, metadata=self._call_metadata())
             try:
                 for reply in call:
                     batch = _wire.images(reply)

@@ -62,6 +62,7 @@ from ganserve.contract import INDEX_SPACE, SEEDS, balanced_labels
 from ganserve.errors import InvalidArgument, UnexpectedReply
 from ganserve.latent import truncation_problem
 from ganserve.retry import RetryPolicy
+from ganserve.tracecontext import capture
 
 __all__ = ["Mixed", "SyntheticDataset", "mix", "part_blocks"]
 
@@ -134,7 +135,10 @@ class SyntheticDataset(IterableDataset):
         self.transform, self.block_size = transform, block_size
         self.rank, self.world_size = _rank_and_world(rank, world_size)
         # the clients' options, for the client each worker opens (a channel must not cross a fork)
-        self._options: dict[str, Any] = dict(timeout=timeout, retry=retry, tls=tls, token=token)
+        # the trace current here (if any) continues in the workers' calls (ganserve.tracecontext)
+        self._options: dict[str, Any] = dict(
+            timeout=timeout, retry=retry, tls=tls, token=token, trace_context=capture()
+        )
         with Client(target, **self._options) as client:
             info = client.describe_model(model, version=version)
         if info.kind == "translation":
