@@ -1,6 +1,7 @@
 """A real Prometheus (Debian's `prometheus`) scraping a running ganserve under load: what it
-computes agrees with what the load generator saw, the alerting rules load into it, and every
-expression of the Grafana dashboard evaluates without error."""
+computes agrees with what the load generator saw, the alerting rules load into it, every
+expression of the Grafana dashboard evaluates without error, and (the server traced, its spans
+sent to an OTLP receiver here) the latency histogram's exemplars name traces that exist."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from bench.otlp_receiver import TraceReceiver
 from ganserve.v1 import ganserve_pb2 as pb
 from tests.servers import DCGAN, RunningServer, stop_process
 from tests.test_prometheus_rules import promtool
@@ -56,6 +58,7 @@ class Prometheus:
                 f"--config.file={folder / 'prometheus.yml'}",
                 f"--storage.tsdb.path={folder / 'data'}",
                 f"--web.listen-address={self.url.removeprefix('http://')}",
+                "--enable-feature=exemplar-storage",  # the dashboard's links to traces
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -92,16 +95,27 @@ class Prometheus:
 
 
 @pytest.fixture(scope="module")
+def receiver() -> Iterator[TraceReceiver]:
+    running = TraceReceiver()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
 def scraped(
-    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path_factory: pytest.TempPathFactory, receiver: TraceReceiver
 ) -> Iterator[tuple[Prometheus, dict[str, float]]]:
     """A server under LOAD_SECONDS of load, scraped every SCRAPE_MS, and what the load saw
-    (one Prometheus and one server for the module's tests)."""
+    (one Prometheus and one server for the module's tests). The server traces every call."""
     from dataclasses import replace
 
     from tests.servers import BASE
 
-    server = RunningServer(replace(BASE, metrics_port=0))
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("OTEL_TRACES_EXPORTER", "otlp")
+        env.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", receiver.endpoint)
+        env.setenv("OTEL_EXPORTER_OTLP_TRACES_INSECURE", "true")
+        server = RunningServer(replace(BASE, metrics_port=0))
     prometheus = Prometheus(
         tmp_path_factory.mktemp("prometheus"), f"127.0.0.1:{server.server.metrics_port}"
     )
@@ -179,3 +193,24 @@ def test_every_dashboard_expression_evaluates(
     rules = prometheus.get("/api/v1/rules")["data"]["groups"]
     loaded = [r for g in rules for r in g["rules"]]
     assert len(loaded) == 9 and all(r["health"] == "ok" for r in loaded), loaded
+
+
+def test_latency_exemplars_link_to_the_traces_the_server_exported(
+    scraped: tuple[Prometheus, dict[str, float]], receiver: TraceReceiver
+) -> None:
+    prometheus, _ = scraped
+    now = time.time()
+    query = {
+        "query": 'ganserve_request_latency_seconds_bucket{method="Sample"}',
+        "start": str(now - 120),
+        "end": str(now),
+    }
+    reply = prometheus.get("/api/v1/query_exemplars?" + urllib.parse.urlencode(query))
+    assert reply is not None and reply["status"] == "success", reply
+    ids = {e["labels"]["trace_id"] for series in reply["data"] for e in series["exemplars"]}
+    assert ids, "Prometheus stored no exemplar of ganserve's latency"
+    spans = receiver.wait_for(
+        "the exemplars' traces", 20, lambda got: ids <= {s.trace_id for s in got}
+    )
+    rpcs = {s.trace_id for s in spans if s.name == "ganserve.v1.Generator/Sample"}
+    assert ids <= rpcs  # each exemplar names a Sample call's trace
