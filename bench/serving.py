@@ -153,9 +153,9 @@ def raw_table(
 class Server:
     """A server subprocess that prints `gRPC on HOST:PORT,` once it takes calls."""
 
-    def __init__(self, name: str, cmd: list[str]) -> None:
+    def __init__(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> None:
         self.name = name
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.process = subprocess.Popen(
             cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
         )
@@ -309,7 +309,17 @@ def bench_model(model: str, args: argparse.Namespace) -> None:
             *(str(card.height), str(card.width), str(card.channels)),
         ],
     }
-    servers = {name: Server(name, cmd) for name, cmd in commands.items()}
+    envs: dict[str, dict[str, str]] = {}
+    receiver = None
+    if args.traced:  # every call sampled, its spans exported to a receiver of their own
+        receiver = Server("otlp", [sys.executable, "-m", "bench.otlp_receiver", "--port", "0"])
+        commands["ganserve traced"] = ganserve(repository, args.device, [])
+        envs["ganserve traced"] = {
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://" + receiver.address,
+            "OTEL_EXPORTER_OTLP_TRACES_INSECURE": "true",
+        }
+    servers = {name: Server(name, cmd, envs.get(name)) for name, cmd in commands.items()}
     cells = [c for c in CELLS if any(part in c[0] for part in args.cells)]
     runs: dict[str, dict[str, list[Cell]]] = {cell: {} for cell, *_ in cells}
     try:
@@ -322,6 +332,8 @@ def bench_model(model: str, args: argparse.Namespace) -> None:
     finally:
         for server in servers.values():
             server.close()
+        if receiver is not None:
+            receiver.close()
 
     # the median round of each cell (by images/s): one slow round on a shared machine
     table = {
@@ -388,6 +400,11 @@ def main() -> int:
         default=[],
         metavar="NAME=FLAGS",
         help='another ganserve to compare, e.g. "1x2=--instances 1 --intra-op-threads 2"',
+    )
+    p.add_argument(
+        "--traced",
+        action="store_true",
+        help="also ganserve with tracing on (OTLP to a receiver here, every call sampled)",
     )
     args = p.parse_args()
     for model in args.models:
