@@ -36,6 +36,8 @@ COPY server/ server/
 RUN pip install ".[serve-gpu,s3]"
 
 COPY models/ /models/
+# the quality probe's instrument (--quality-probe-seconds; docs/serving.md "Quality monitor")
+COPY judges/judge.onnx judges/judge.reference.npz /judges/
 
 RUN useradd --create-home --uid 10001 ganserve
 USER 10001
@@ -44,7 +46,8 @@ ENV GANSERVE_MODEL_REPOSITORY=/models \
     GANSERVE_HOST=0.0.0.0 \
     GANSERVE_PORT=8500 \
     GANSERVE_METRICS_PORT=8501 \
-    GANSERVE_DEVICE=auto
+    GANSERVE_DEVICE=auto \
+    GANSERVE_QUALITY_JUDGE=/judges/judge.onnx
 EXPOSE 8500 8501
 
 # Asks the gRPC health service: healthy once the models are loaded and warmed up.

@@ -53,6 +53,7 @@ protos: $(VENV)/.dev-installed
 ## replaces runs/{dcgan,cgan,pix2pix,vae,srgan,inpaint,cyclegan}-mnist and models/mnist-*; judged by the shipped judges/
 models: $(VENV)/.dev-installed
 	test -f judges/classifier.pt || $(BIN)/python -m ganserve.training classifier
+	$(BIN)/python -m ganserve.export.judge  # judges/judge.onnx for the quality probe
 	rm -rf runs/dcgan-mnist runs/cgan-mnist runs/pix2pix-mnist runs/vae-mnist runs/srgan-mnist runs/inpaint-mnist runs/cyclegan-mnist
 	$(BIN)/python -m ganserve.training dcgan --out runs/dcgan-mnist
 	$(BIN)/python -m ganserve.training cgan --out runs/cgan-mnist --no-value

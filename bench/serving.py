@@ -167,6 +167,7 @@ class Server:
                 self.close()
                 raise RuntimeError(f"{name}: did not start ({' '.join(cmd)})")
         self.address = "127.0.0.1:" + re.search(r":(\d+),", line).group(1)  # type: ignore[union-attr]
+        self.line = line  # the ready line (ganserve's names its metrics port)
 
     def cpu_seconds(self) -> float:
         """CPU time (user + system) of the server and every process under it so far."""
@@ -212,6 +213,7 @@ class Cell:
     images_per_second: float
     p50_ms: float
     calls: int = 0
+    p99_ms: float = 0.0
     cpu_us_per_call: float = 0.0  # the server's CPU time over the cell, per call
 
     def __str__(self) -> str:
@@ -269,7 +271,10 @@ async def load(
         for c in channels:
             await c.close()
     calls_made = len(times)
-    return Cell(done / elapsed, 1000 * statistics.median(times), calls_made, 1e6 * cpu / calls_made)
+    p99 = 1000 * sorted(times)[int(0.99 * (calls_made - 1))]
+    cpu_us = 1e6 * cpu / calls_made
+    p50 = 1000 * statistics.median(times)
+    return Cell(done / elapsed, p50, calls_made, cpu_us_per_call=cpu_us, p99_ms=p99)
 
 
 # -- the run --------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from ganserve.server.core import Core
 from ganserve.server.metrics import Metrics
 from ganserve.server.models import ModelRepository
 from ganserve.server.oip import InferenceService
+from ganserve.server.quality import Judge, Monitor
 from ganserve.server.rpc import register
 from ganserve.server.runner import fix_mmap_threshold, trim_heap
 from ganserve.server.security import TokenAuth, server_credentials
@@ -98,6 +99,8 @@ class GanServer:
         self._stopped = asyncio.Event()
         self._trimmer: asyncio.Task[None] | None = None
         self._poller: asyncio.Task[None] | None = None
+        self.quality: Monitor | None = None
+        self._prober: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Bind, load every model, then report SERVING. Returns once ready to take calls."""
@@ -137,6 +140,12 @@ class GanServer:
         self._trimmer = asyncio.create_task(self._trim_when_idle())
         if self.config.model_control == "poll":
             self._poller = asyncio.create_task(self._poll())
+        if self.config.quality_probe_seconds:
+            judge = Judge(self.config.quality_judge)
+            every = self.config.quality_probe_seconds
+            images = self.config.quality_probe_images
+            self.quality = Monitor(self.repo, self.metrics, judge, every, images)
+            self._prober = asyncio.create_task(self.quality.run())
         log.info("serving %d model(s): %s", len(self.repo.models), ", ".join(self.repo.models))
 
     async def _publish_health(self) -> None:
@@ -177,7 +186,7 @@ class GanServer:
         grace = self.config.grace_seconds if grace is None else grace
         log.info("draining: in-flight calls have %.1f s", grace)
         await self._server.stop(grace)
-        for task in (self._trimmer, self._poller):
+        for task in (self._trimmer, self._poller, self._prober):
             if task is not None:
                 task.cancel()
         await self.repo.close()

@@ -115,6 +115,37 @@ class Metrics:
             ["model", "reason"],
             registry=r,
         )
+        # the quality monitor (server.quality): one worker probes, so the highest live value
+        self.model_quality = Gauge(
+            "ganserve_model_quality",
+            "The independent judge's figure of a version's last quality probe (metric: "
+            "frechet_ratio, min_class_share, max_class_share, class_accuracy).",
+            ["model", "version", "metric"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.model_quality_card = Gauge(
+            "ganserve_model_quality_card",
+            "The same figure on the version's model card, as it was exported.",
+            ["model", "version", "metric"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.model_quality_within_card = Gauge(
+            "ganserve_model_quality_within_card",
+            "1 when every figure of the version's last probe is within its margin of the "
+            "card's (server.quality.MARGINS), 0 when one is not.",
+            ["model", "version"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.model_quality_probes = Counter(
+            "ganserve_model_quality_probes",
+            "Quality probes finished, by model and version (they wait for idle moments: a "
+            "count that stops rising under load means callers kept the model busy).",
+            ["model", "version"],
+            registry=r,
+        )
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._http: WSGIServer | None = None
         self._thread: threading.Thread | None = None
@@ -140,6 +171,23 @@ class Metrics:
     def set_model_state(self, model: str, version: int, state: State) -> None:
         for s in State:
             self.model_state.labels(model, str(version), s).set(1 if s == state else 0)
+
+    def set_quality(
+        self,
+        model: str,
+        version: int,
+        figures: dict[str, float],
+        card: dict[str, float],
+        ok: bool,
+    ) -> None:
+        """Publish a quality probe's figures, the card's, and whether they agree."""
+        v = str(version)
+        for metric, value in figures.items():
+            self.model_quality.labels(model, v, metric).set(value)
+        for metric, value in card.items():
+            self.model_quality_card.labels(model, v, metric).set(value)
+        self.model_quality_within_card.labels(model, v).set(1 if ok else 0)
+        self.model_quality_probes.labels(model, v).inc()
 
     def serve(self, host: str, port: int) -> int:
         """Start the /metrics HTTP endpoint; returns the bound port (useful with port 0)."""

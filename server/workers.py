@@ -98,7 +98,9 @@ def supervise(config: ServerConfig) -> int:
         with reserve_port(config.host, config.port) as port:
             env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(state)}
             child = replace(config, port=port, metrics_port=-1, workers=1, reuse_port=True)
-            workers = [_Worker(i, child, env) for i in range(config.workers)]
+            # one worker probes model quality (server.quality); the others serve
+            quiet = replace(child, quality_probe_seconds=0)
+            workers = [_Worker(i, quiet if i else child, env) for i in range(config.workers)]
             for w in workers:
                 threading.Thread(target=w.follow, args=(events,), daemon=True).start()
             metrics_port = "off"

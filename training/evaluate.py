@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ganserve.server.quality import frechet_from_stats, stats
 from ganserve.training.cas import ValueRecipe, measure_value
 from ganserve.training.classifier import DigitClassifier, to_classifier_input
 from ganserve.training.config import TrainConfig
@@ -57,18 +58,9 @@ def device_of(netG: nn.Module) -> torch.device:
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)) between two feature sets [N, D].
-
-    The trace of the matrix square root is taken from the eigenvalues of the symmetric
-    S_a^(1/2) S_b S_a^(1/2), which share them with S_a S_b: stable, and no scipy needed.
-    """
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    w, v = np.linalg.eigh(cov_a)
-    sqrt_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-    tr_sqrt = np.sqrt(np.clip(np.linalg.eigvalsh(sqrt_a @ cov_b @ sqrt_a), 0, None)).sum()
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * tr_sqrt)
+    """The Frechet distance between two feature sets [N, D] (`server.quality`, where the
+    quality monitor computes it from stored statistics, is the one home of the formula)."""
+    return frechet_from_stats(*stats(a), *stats(b))
 
 
 @torch.no_grad()

@@ -4,6 +4,8 @@ Protocol's repository extension (RepositoryIndex, RepositoryModelLoad, Repositor
     ganserve models list [--server HOST:PORT]
     ganserve models load NAME      # the server must run --model-control explicit
     ganserve models unload NAME
+    ganserve models check MODEL[:VERSION]   # probe a version's file against its card
+                                            # (exit 1 when out of margin: a deploy gate)
 """
 
 from __future__ import annotations
@@ -20,10 +22,17 @@ from ganserve.errors import GanserveError
 
 def main(argv: Sequence[str]) -> int:
     """Run `ganserve models`: status 0 done, 1 the server refused, 2 a usage or setup error."""
+    if argv[:1] == ["check"]:  # runs the model here, so it needs the server's extra
+        try:
+            from ganserve.server.quality import check_main
+        except ImportError as exc:
+            print(f"ganserve models check: needs ganserve[serve] ({exc})", file=sys.stderr)
+            return 2
+        return check_main(list(argv[1:]))
     p = argparse.ArgumentParser(
         prog="ganserve models", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    p.add_argument("action", choices=("list", "load", "unload"))
+    p.add_argument("action", choices=("list", "load", "unload", "check"))
     p.add_argument("name", nargs="?", help="the model (load and unload)")
     p.add_argument("--server", default="localhost:8500", help="host:port")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds (a load warms up)")

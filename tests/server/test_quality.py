@@ -1,0 +1,170 @@
+"""The quality monitor (issue #26 point 2): the shipped generators probe within their cards,
+a deliberately broken version (shuffled weights, the good version's card) does not, and the
+gauges, the alerting rule and `ganserve models check` all say so, the good version untouched."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from ganserve.server import quality
+from ganserve.server.config import ServerConfig, ServerConfigError
+from ganserve.server.runner import Runner
+from tests.servers import BASE, CGAN, DCGAN, MODELS, VAE, RunningServer, until
+from tests.test_prometheus_rules import RULES, promtool
+
+JUDGE = MODELS.parent / "judges" / "judge.onnx"
+
+
+@pytest.fixture(scope="module")
+def judge() -> quality.Judge:
+    return quality.Judge(JUDGE)
+
+
+def broken_repository(root: Path) -> Path:
+    """mnist-dcgan version 1 as shipped, and version 2: the same graph and card with every
+    weight tensor's values shuffled (seeded), a valid ONNX file that makes noise."""
+    shutil.copytree(MODELS / DCGAN / "1", root / DCGAN / "1")
+    model = onnx.load(str(MODELS / DCGAN / "1" / "model.onnx"))
+    rng = np.random.default_rng(0)
+    for init in model.graph.initializer:
+        values = numpy_helper.to_array(init)
+        if values.size > 16 and values.dtype.kind == "f":  # weights, not shapes or constants
+            shuffled = rng.permutation(values.ravel()).reshape(values.shape)
+            init.CopyFrom(numpy_helper.from_array(shuffled.astype(values.dtype), init.name))
+    (root / DCGAN / "2").mkdir(parents=True)
+    onnx.save(model, str(root / DCGAN / "2" / "model.onnx"))
+    return root
+
+
+@pytest.mark.parametrize("model", [DCGAN, CGAN, VAE])
+def test_each_shipped_generator_probes_within_its_card(judge: quality.Judge, model: str) -> None:
+    runner = Runner(MODELS / model / "1" / "model.onnx", device="cpu", threads=1)
+    assert quality.probed(runner.card)
+    figures, card = quality.probe(judge, runner.card, runner.run)
+    assert set(card) <= set(figures) and "frechet_ratio" in card
+    assert quality.within(figures, card) == [], (figures, card)
+    assert ("class_accuracy" in figures) == (model == CGAN)
+
+
+def test_the_margins_flag_each_figure_on_its_side() -> None:
+    card = {"frechet_ratio": 2.0, "min_class_share": 0.08, "max_class_share": 0.12}
+    assert quality.within({**card, "frechet_ratio": 2.9}, card) == []
+    assert quality.within({**card, "frechet_ratio": 3.1}, card)[0].startswith("frechet_ratio")
+    assert quality.within({**card, "min_class_share": 0.03}, card)[0].startswith("min_class")
+    assert quality.within({**card, "max_class_share": 0.17}, card)[0].startswith("max_class")
+    assert quality.within({**card, "max_class_share": 0.15}, card) == []
+
+
+def test_translation_models_are_not_probed() -> None:
+    card = Runner(MODELS / "mnist-edges2digits" / "1" / "model.onnx", device="cpu").card
+    assert not quality.probed(card)
+
+
+def test_a_broken_version_moves_the_gauge_and_fires_the_rule(tmp_path: Path) -> None:
+    repo = broken_repository(tmp_path / "models")
+    config = replace(BASE, model_repository=repo, quality_probe_seconds=0.2, quality_judge=JUDGE)
+    running = RunningServer(config)
+    try:
+        within = "ganserve_model_quality_within_card"
+
+        def probed_both() -> bool:
+            text = running.metrics()
+            return all(f'{within}{{model="{DCGAN}",version="{v}"}}' in text for v in (1, 2))
+
+        until(probed_both, "a quality probe of both versions", seconds=60)
+        assert running.metric(within, model=DCGAN, version="1") == 1
+        assert running.metric(within, model=DCGAN, version="2") == 0
+        ratio = "ganserve_model_quality"
+        good = running.metric(ratio, model=DCGAN, version="1", metric="frechet_ratio")
+        bad = running.metric(ratio, model=DCGAN, version="2", metric="frechet_ratio")
+        card = running.metric(
+            "ganserve_model_quality_card", model=DCGAN, version="2", metric="frechet_ratio"
+        )
+        assert good <= 1.5 * card < 1.5 * 1.5 * card < bad, (good, card, bad)
+        # callers of the good version are untouched: it still serves, and is still within
+        reply = running.stub.Sample(quality_request(), timeout=30)
+        assert reply.images.shape[0] == 8
+        report = running.server.quality.reports[(DCGAN, 2)]
+        assert not report.ok and any(p.startswith("frechet_ratio") for p in report.problems)
+        scraped = running.metrics()
+    finally:
+        running.stop(grace=1)
+    rule_test_on(scraped, tmp_path)
+
+
+def quality_request():
+    from ganserve.v1 import ganserve_pb2 as pb
+
+    return pb.SampleRequest(model=DCGAN, version=1, count=8, seed=3)
+
+
+def rule_test_on(scraped: str, tmp_path: Path) -> None:
+    """The alerting rule, fed the gauge values the server just exported, fires for the broken
+    version and not for the good one (promtool test rules)."""
+    tool = promtool()
+    series = []
+    for line in scraped.splitlines():
+        if line.startswith("ganserve_model_quality_within_card{"):
+            head, value = line.rsplit(" ", 1)
+            labels = head[head.index("{") + 1 : -1]
+            series.append((f'ganserve_model_quality_within_card{{job="ganserve",{labels}}}', value))
+    assert len(series) == 2
+    lines = [
+        "rule_files:",
+        f"  - {RULES / 'ganserve-rules.yaml'}",
+        "evaluation_interval: 1m",
+        "tests:",
+        "  - interval: 1m",
+        "    input_series:",
+    ]
+    for name, value in series:
+        lines += [f"      - series: '{name}'", f"        values: '{float(value):g}x15'"]
+    lines += [
+        "    alert_rule_test:",
+        "      - alertname: GanserveModelQualityOffCard",
+        "        eval_time: 12m",
+        "        exp_alerts:",
+        "          - exp_labels:",
+        "              severity: page",
+        f"              model: {DCGAN}",
+        '              version: "2"',
+        "            exp_annotations:",
+        f'              summary: "{DCGAN} version 2 makes worse than its model card says"',
+    ]
+    test = tmp_path / "quality.test.yaml"
+    test.write_text("\n".join(lines) + "\n")
+    done = subprocess.run([tool, "test", "rules", str(test)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_models_check_is_a_deploy_gate(tmp_path: Path) -> None:
+    repo = broken_repository(tmp_path / "models")
+
+    def check(target: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "ganserve.cli", "models", "check", target]
+        argv += ["--model-repository", str(repo), "--judge", str(JUDGE), "--device", "cpu"]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=120)
+
+    good = check(f"{DCGAN}:1")
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert "within the card's figures" in good.stdout and "frechet_ratio" in good.stdout
+    bad = check(DCGAN)  # the highest version: 2
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert f"{DCGAN}:2" in bad.stdout and "OUT: frechet_ratio" in bad.stdout
+    missing = check(f"{DCGAN}:9")
+    assert missing.returncode == 2 and "no version 9" in missing.stderr
+
+
+def test_probing_needs_the_judge_file(tmp_path: Path) -> None:
+    with pytest.raises(ServerConfigError, match="--quality-judge"):
+        ServerConfig(quality_probe_seconds=5, quality_judge=tmp_path / "none.onnx")
+    ServerConfig(quality_judge=tmp_path / "none.onnx")  # off: not needed
