@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterable
 from enum import StrEnum
 from typing import Any
 from wsgiref.simple_server import WSGIServer
@@ -188,6 +190,18 @@ class Metrics:
             self.model_quality_card.labels(model, v, metric).set(value)
         self.model_quality_within_card.labels(model, v).set(1 if ok else 0)
         self.model_quality_probes.labels(model, v).inc()
+
+    def forget_quality(self, model: str, version: int, metrics: Iterable[str]) -> None:
+        """Drop an unloaded version's quality series (figures `metrics`), so no alert fires
+        on a version that is gone."""
+        v = str(version)
+        for metric in metrics:
+            for gauge in (self.model_quality, self.model_quality_card):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(model, v, metric)
+        for series in (self.model_quality_within_card, self.model_quality_probes):
+            with contextlib.suppress(KeyError):
+                series.remove(model, v)
 
     def serve(self, host: str, port: int) -> int:
         """Start the /metrics HTTP endpoint; returns the bound port (useful with port 0)."""

@@ -26,6 +26,7 @@ from ganserve.server.batcher import Batcher
 from ganserve.server.config import ServerConfig
 from ganserve.server.errors import ModelNotFound, ModelUnavailable
 from ganserve.server.metrics import Metrics, State
+from ganserve.server.quality import MARGINS
 from ganserve.server.runner import CUDA, Runner, choose_providers, cpu_cores, plan_instances
 
 log = logging.getLogger("ganserve.models")
@@ -245,6 +246,7 @@ class ModelRepository:
         was_ready = mv.ready
         mv.state, mv.error = State.UNLOADED, why
         self.metrics.set_model_state(mv.name, mv.version, State.UNLOADED)
+        self.metrics.forget_quality(mv.name, mv.version, MARGINS)
         log.info("model %s version %d: %s; unloading", mv.name, mv.version, why)
         if was_ready:
             task = asyncio.create_task(self._drain_and_close(mv))

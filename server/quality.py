@@ -283,6 +283,8 @@ class Monitor:
             )
         problems = within(figures, card)
         report = Report(mv.name, mv.version, figures, card, problems, time.perf_counter() - started)
+        if not mv.ready:  # unloaded while it was probed: its series are gone, and stay so
+            return report
         self.reports[(mv.name, mv.version)] = report
         self.metrics.set_quality(mv.name, mv.version, figures, card, report.ok)
         if problems:

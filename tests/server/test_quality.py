@@ -15,6 +15,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
+from ganserve.client import Client
 from ganserve.server import quality
 from ganserve.server.config import ServerConfig, ServerConfigError
 from ganserve.server.runner import Runner
@@ -71,7 +72,13 @@ def test_translation_models_are_not_probed() -> None:
 
 def test_a_broken_version_moves_the_gauge_and_fires_the_rule(tmp_path: Path) -> None:
     repo = broken_repository(tmp_path / "models")
-    config = replace(BASE, model_repository=repo, quality_probe_seconds=0.2, quality_judge=JUDGE)
+    config = replace(
+        BASE,
+        model_repository=repo,
+        quality_probe_seconds=0.2,
+        quality_judge=JUDGE,
+        model_control="explicit",
+    )
     running = RunningServer(config)
     try:
         within = "ganserve_model_quality_within_card"
@@ -96,6 +103,11 @@ def test_a_broken_version_moves_the_gauge_and_fires_the_rule(tmp_path: Path) -> 
         report = running.server.quality.reports[(DCGAN, 2)]
         assert not report.ok and any(p.startswith("frechet_ratio") for p in report.problems)
         scraped = running.metrics()
+        # an unloaded model's quality series go with it: no alert on a version that is gone
+        with Client(running.address, timeout=30) as client:
+            client.unload_model(DCGAN)
+        assert within + "{" not in running.metrics()
+        assert "ganserve_model_quality_card{" not in running.metrics()
     finally:
         running.stop(grace=1)
     rule_test_on(scraped, tmp_path)
