@@ -99,7 +99,10 @@ class GanServer:
         self._stopped = asyncio.Event()
         self._trimmer: asyncio.Task[None] | None = None
         self._poller: asyncio.Task[None] | None = None
-        self.quality: Monitor | None = None
+        self.quality: Monitor | None = None  # the judge loads here: a bad one stops the start
+        if config.quality_probe_seconds:
+            judge = Judge(config.quality_judge)
+            self.quality = Monitor(self.repo, self.metrics, judge, config.quality_probe_seconds)
         self._prober: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -140,11 +143,7 @@ class GanServer:
         self._trimmer = asyncio.create_task(self._trim_when_idle())
         if self.config.model_control == "poll":
             self._poller = asyncio.create_task(self._poll())
-        if self.config.quality_probe_seconds:
-            judge = Judge(self.config.quality_judge)
-            every = self.config.quality_probe_seconds
-            images = self.config.quality_probe_images
-            self.quality = Monitor(self.repo, self.metrics, judge, every, images)
+        if self.quality is not None:
             self._prober = asyncio.create_task(self.quality.run())
         log.info("serving %d model(s): %s", len(self.repo.models), ", ".join(self.repo.models))
 

@@ -56,7 +56,6 @@ class ServerConfig:
     log_format: str = "plain"  # plain text, or json: one object per line (server.logs)
     quality_probe_seconds: float = 0.0  # probe each generator version this often; 0 = off
     quality_judge: Path = Path("judges/judge.onnx")  # the ONNX judge the probe scores with
-    quality_probe_images: int = 1000  # images per probe (the cards' evaluations took 1,000)
 
     def __post_init__(self) -> None:
         for name, least in _MINIMUM.items():
@@ -71,11 +70,14 @@ class ServerConfig:
             )
         if self.load_models != "*" and self.model_control != "explicit":
             raise ServerConfigError("--load-models: only with --model-control explicit")
-        if self.quality_probe_seconds and not Path(self.quality_judge).is_file():
-            raise ServerConfigError(
-                f"--quality-judge: {self.quality_judge} is missing (--quality-probe-seconds "
-                "needs it; `python -m ganserve.export.judge` makes it)"
-            )
+        if self.quality_probe_seconds:
+            judge = Path(self.quality_judge)
+            for needed in (judge, judge.with_suffix(".reference.npz")):
+                if not needed.is_file():
+                    raise ServerConfigError(
+                        f"--quality-judge: {needed} is missing (--quality-probe-seconds needs "
+                        "it; `python -m ganserve.export.judge` makes it)"
+                    )
         if self.log_format not in LOG_FORMATS:
             raise ServerConfigError(
                 f"--log-format: {self.log_format!r}; one of {', '.join(LOG_FORMATS)}"
@@ -111,7 +113,6 @@ _MINIMUM = {
     ),
     "poll_seconds": 0.1,
     "quality_probe_seconds": 0,
-    "quality_probe_images": 200,  # a covariance of the judge's 96 features needs more rows
 }
 
 
@@ -179,7 +180,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "log_format": "plain, or json (one object per line, with trace ids when tracing)",
         "quality_probe_seconds": "probe every generator version's quality this often (0: off)",
         "quality_judge": "the ONNX judge of the quality probe (its .reference.npz beside it)",
-        "quality_probe_images": "images per quality probe",
     }
     for f in fields(ServerConfig):
         default = f.default

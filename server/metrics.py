@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import math
+import os
 import threading
 from collections.abc import Iterable
 from enum import StrEnum
@@ -141,6 +143,14 @@ class Metrics:
             registry=r,
             multiprocess_mode="livemax",
         )
+        self.model_quality_checked = Gauge(
+            "ganserve_model_quality_probe_timestamp_seconds",
+            "When the version's last quality probe finished (Unix time); until its first, when "
+            "the monitor first saw the version. Old: callers keep it too busy to probe.",
+            ["model", "version"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
         self.model_quality_probes = Counter(
             "ganserve_model_quality_probes",
             "Quality probes finished, by model and version (they wait for idle moments: a "
@@ -148,6 +158,7 @@ class Metrics:
             ["model", "version"],
             registry=r,
         )
+        self._quality_seen: set[tuple[str, int]] = set()
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._http: WSGIServer | None = None
         self._thread: threading.Thread | None = None
@@ -190,18 +201,37 @@ class Metrics:
             self.model_quality_card.labels(model, v, metric).set(value)
         self.model_quality_within_card.labels(model, v).set(1 if ok else 0)
         self.model_quality_probes.labels(model, v).inc()
+        self.model_quality_checked.labels(model, v).set_to_current_time()
+
+    def saw_quality_version(self, model: str, version: int) -> None:
+        """The monitor will probe this version: its probe time starts now, if it has none."""
+        key = (model, version)
+        if key not in self._quality_seen:
+            self._quality_seen.add(key)
+            self.model_quality_checked.labels(model, str(version)).set_to_current_time()
+            self.model_quality_probes.labels(model, str(version))  # 0 until the first
 
     def forget_quality(self, model: str, version: int, metrics: Iterable[str]) -> None:
         """Drop an unloaded version's quality series (figures `metrics`), so no alert fires
-        on a version that is gone."""
+        on a version that is gone. Under --workers (prometheus_client's multiprocess mode)
+        a series cannot be removed, so its gauges are set to NaN, which no rule fires on."""
         v = str(version)
-        for metric in metrics:
-            for gauge in (self.model_quality, self.model_quality_card):
+        self._quality_seen.discard((model, version))
+        gauges = [(g, (model, v, m)) for g in (self.model_quality, self.model_quality_card)
+                  for m in metrics]  # fmt: skip
+        gauges += [(self.model_quality_within_card, (model, v))]
+        gauges += [(self.model_quality_checked, (model, v))]
+        multiprocess = "PROMETHEUS_MULTIPROC_DIR" in os.environ
+        for gauge, labels in gauges:
+            if multiprocess:
+                if labels in gauge._metrics:  # only the series this process wrote
+                    gauge.labels(*labels).set(math.nan)
+            else:
                 with contextlib.suppress(KeyError):
-                    gauge.remove(model, v, metric)
-        for series in (self.model_quality_within_card, self.model_quality_probes):
+                    gauge.remove(*labels)
+        if not multiprocess:
             with contextlib.suppress(KeyError):
-                series.remove(model, v)
+                self.model_quality_probes.remove(model, v)
 
     def serve(self, host: str, port: int) -> int:
         """Start the /metrics HTTP endpoint; returns the bound port (useful with port 0)."""

@@ -3,20 +3,25 @@
 A model card (`ganserve.export.metadata`) carries the independent judge's figures of the
 exported generator (`provenance.evaluation.independent`: Frechet ratio, class shares, a
 conditional model's class accuracy). The monitor makes a fixed, seeded probe set from a loaded
-version (`PROBE_SEED`, images 0 .. n-1; a conditional model balanced over its classes), scores
-it with the same judge exported to ONNX (`judges/judge.onnx`, made by
-`python -m ganserve.export.judge`; no torch here) against the reference statistics stored
-beside it, and compares the figures with the card's by `MARGINS`, the one home of that rule.
+version (`PROBE_SEED`, images 0 .. n-1, n the card's evaluation `samples`; a conditional model
+balanced over its classes), scores it with the same judge exported to ONNX
+(`judges/judge.onnx`, made by `python -m ganserve.export.judge`; no torch here) against the
+reference statistics stored beside it, and compares the figures with the card's by `MARGINS`,
+the one home of that rule. It catches a file that no longer makes what its own card says
+(corrupted weights, a bad export, a file carrying another model's card); a file that carries
+its own honest card is judged by that card.
 
 - `ganserve serve --quality-probe-seconds N` probes every ready generator version every N
   seconds and exports `ganserve_model_quality{model,version,metric}`, the card's figure as
-  `ganserve_model_quality_card`, and `ganserve_model_quality_within_card` (1 or 0) for the
-  alerting rule (deploy/prometheus/alerts.yml, GanserveModelQuality).
+  `ganserve_model_quality_card`, `ganserve_model_quality_within_card` (1 or 0) and the time
+  of the last probe, for the alerting rules (deploy/prometheus/ganserve-rules.yaml:
+  GanserveModelQualityOffCard, GanserveModelQualityUnchecked).
 - `ganserve models check MODEL[:VERSION]` runs the same probe on a file in the repository and
   exits 1 when a figure is out of its margin: a deploy gate.
 
-The probe runs at the lowest priority (`Monitor`): on a thread of its own at nice 19, in chunks
-that start only while the version's batcher is idle, so a caller's batch never waits for one.
+The probe keeps out of the callers' way (`Monitor`): it runs on a thread of its own at nice 19,
+with a one-thread CPU session of its own (so no caller's session, thread pool or CUDA stream is
+shared), in chunks that start only once the whole server has been idle for QUIET_S.
 Translation models are not probed: their figures need source images, which the server has not.
 """
 
@@ -48,10 +53,22 @@ if TYPE_CHECKING:
 log = logging.getLogger("ganserve.quality")
 
 PROBE_SEED = 20261206  # the probe set: images 0 .. n-1 of this seed, on every version
-PROBE_IMAGES = 1000  # as many as the cards' evaluations took (`samples`)
-CHUNK = 50  # images per probe run: what a caller arriving meanwhile may wait behind, at most
-IDLE_POLL_S = 0.005  # how often a probe chunk looks for an idle batcher
-PATIENCE_S = 2.0  # a chunk waits this long for one; then the version's probe is put off
+# as many images as the card's evaluation took (its `samples`; 1,000 on the shipped cards): the
+# Frechet distance is biased upward on fewer (measured: dcgan 4.71 at 200 images, 1.34-1.61 at
+# 1,000, card 1.63), so a smaller probe would flag healthy models
+PROBE_IMAGES = 1000
+MAX_PROBE_IMAGES = 10_000  # a card asking for more is probed with this many
+# images per probe run and per judge run (~16 ms and ~40 ms of one core on the 2-core VM): what
+# a caller arriving meanwhile shares the CPU with, at most
+CHUNK = 50
+# A chunk starts only once the whole server has run nothing and held nothing queued for QUIET_S.
+# Measured on the 2-core VM (docs/benchmarks.md, "the quality probe under load"): probing
+# beside a loaded server cost its callers 5-22% at 64 x 1 however low the probe's priority
+# (0.84x on a nice-19 thread gated on its own model's batcher; from a process of its own,
+# 0.78-0.82x at nice 19 and 0.85-0.95x at SCHED_IDLE), so the probe keeps out of load.
+QUIET_S = 0.1
+IDLE_POLL_S = 0.005  # how often a waiting chunk looks again
+PATIENCE_S = 2.0  # a chunk waits this long for quiet; then the version's probe is put off
 DIGITS = 10
 # How far a probe's figure may be from its card's before the version counts as broken: a
 # figure above `worse_above` x card + slack (the Frechet ratio: lower is better) or below
@@ -69,6 +86,10 @@ MARGINS: dict[str, tuple[str, float]] = {
 
 class Busy(Exception):
     """A version's batcher stayed busy for PATIENCE_S: its probe waits for the next round."""
+
+
+class Gone(Exception):
+    """The version was unloaded while it was probed: the probe is dropped."""
 
 
 def reference_path(judge: Path) -> Path:
@@ -96,10 +117,18 @@ def frechet_from_stats(
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * tr_sqrt)
 
 
-def judge_features(session: Any, images: np.ndarray, batch: int = 250) -> tuple[np.ndarray, ...]:
-    """(features [N, 96], predicted digits [N]) of uint8 NHWC images by the ONNX judge."""
+def judge_features(
+    session: Any,
+    images: np.ndarray,
+    batch: int = 250,
+    before_batch: Callable[[], None] | None = None,
+) -> tuple[np.ndarray, ...]:
+    """(features [N, 96], predicted digits [N]) of uint8 NHWC images by the ONNX judge,
+    `batch` at a time, `before_batch()` before each."""
     feats, preds = [], []
     for lo in range(0, len(images), batch):
+        if before_batch is not None:
+            before_batch()
         f, logits = session.run(None, {"image": images[lo : lo + batch]})
         feats.append(f)
         preds.append(logits.argmax(1))
@@ -107,10 +136,22 @@ def judge_features(session: Any, images: np.ndarray, batch: int = 250) -> tuple[
 
 
 def card_figures(card: ModelCard) -> dict[str, float]:
-    """The judge's figures on `card` that the probe can check ({} when it has none)."""
+    """The judge's finite figures on `card` that the probe can check ({} when it has none)."""
     evaluation = card.provenance.get("evaluation") or {}
     judged = evaluation.get("independent") or {}
-    return {k: float(judged[k]) for k in MARGINS if isinstance(judged.get(k), (int, float))}
+    return {
+        k: float(judged[k])
+        for k in MARGINS
+        if isinstance(judged.get(k), (int, float)) and np.isfinite(judged[k])
+    }
+
+
+def probe_images(card: ModelCard) -> int:
+    """How many images a probe of `card`'s model makes: as many as its evaluation took."""
+    samples = (card.provenance.get("evaluation") or {}).get("samples", PROBE_IMAGES)
+    if not isinstance(samples, int) or samples < 200:  # too few for 96 features' covariance
+        return PROBE_IMAGES
+    return min(samples, MAX_PROBE_IMAGES)
 
 
 def probed(card: ModelCard) -> bool:
@@ -188,9 +229,18 @@ class Judge:
             self.mean, self.cov = ref["mean"], ref["cov"]
             self.real_vs_real = float(ref["real_vs_real"])
 
-    def score(self, images: np.ndarray, labels: np.ndarray | None) -> dict[str, float]:
-        """The figures of uint8 NHWC digits, as the cards hold them (labels: those asked for)."""
-        features, predicted = judge_features(self.session, images)
+    def score(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray | None,
+        before_batch: Callable[[], None] | None = None,
+    ) -> dict[str, float]:
+        """The figures of uint8 NHWC digits, as the cards hold them (labels: those asked for);
+        with `before_batch`, the judge runs CHUNK images at a time, calling it before each."""
+        if before_batch is None:
+            features, predicted = judge_features(self.session, images)
+        else:
+            features, predicted = judge_features(self.session, images, CHUNK, before_batch)
         fd = frechet_from_stats(*stats(features), self.mean, self.cov)
         share = np.bincount(predicted, minlength=DIGITS) / len(images)
         figures = {
@@ -207,11 +257,11 @@ def probe(
     judge: Judge,
     card: ModelCard,
     run: Callable[[dict[str, np.ndarray]], np.ndarray],
-    images: int = PROBE_IMAGES,
     before_chunk: Callable[[], None] | None = None,
 ) -> tuple[dict[str, float], dict[str, float]]:
-    """(figures, card's figures) of `images` probe images made by `run` (a version's session),
-    CHUNK at a time, `before_chunk()` before each."""
+    """(figures, card's figures) of `probe_images(card)` probe images made by `run` and
+    scored by `judge`, CHUNK at a time, `before_chunk()` before each run of either."""
+    images = probe_images(card)
     out = []
     for lo in range(0, images, CHUNK):
         if before_chunk is not None:
@@ -219,7 +269,7 @@ def probe(
         out.append(run(probe_feeds(card, lo, min(CHUNK, images - lo))))
     pixels = np.concatenate(out)
     labels = balanced_labels(0, images, card.num_classes) if card.kind == "conditional" else None
-    return judge.score(pixels, labels), card_figures(card)
+    return judge.score(pixels, labels, before_chunk), card_figures(card)
 
 
 def _lowest_priority() -> None:
@@ -238,10 +288,9 @@ class Monitor:
         metrics: Metrics,
         judge: Judge,
         every_s: float,
-        images: int = PROBE_IMAGES,
     ) -> None:
         self.repo, self.metrics, self.judge = repo, metrics, judge
-        self.every_s, self.images = every_s, images
+        self.every_s = every_s
         self._pool = ThreadPoolExecutor(1, "quality-probe", initializer=_lowest_priority)
         self._stop = threading.Event()  # set when `run` ends: a running probe stops at a chunk
         self.reports: dict[tuple[str, int], Report] = {}
@@ -263,24 +312,23 @@ class Monitor:
             for mv in self.repo.ready_versions(name):
                 if mv.card is None or not probed(mv.card):
                     continue
+                self.metrics.saw_quality_version(mv.name, mv.version)
                 try:
                     reports.append(await self.probe_version(mv))
                 except Busy:  # callers keep it busy: the other versions go first
                     log.debug("quality probe of %s version %d put off: busy", name, mv.version)
-                except Exception:  # a version unloaded mid-probe, or a model that fails
+                except Gone:
+                    log.debug("quality probe of %s version %d dropped: unloaded", name, mv.version)
+                except Exception:  # a model that fails to run
                     log.exception("quality probe of %s version %d failed", name, mv.version)
         return reports
 
     async def probe_version(self, mv: ModelVersion) -> Report:
-        """Probe `mv` (held loaded meanwhile) and publish its gauges."""
-        assert mv.card is not None and mv.runners
+        """Probe `mv` on a session of the probe's own and publish its gauges. It holds no
+        lease: an unload goes ahead, and the probe is dropped at its next chunk (Gone)."""
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
-        async with self.repo.lease(mv.name, mv.version):
-            chunk = self._chunk_gate(mv.batcher)
-            figures, card = await loop.run_in_executor(
-                self._pool, probe, self.judge, mv.card, mv.runners[0].run, self.images, chunk
-            )
+        figures, card = await loop.run_in_executor(self._pool, self._probe, mv)
         problems = within(figures, card)
         report = Report(mv.name, mv.version, figures, card, problems, time.perf_counter() - started)
         if not mv.ready:  # unloaded while it was probed: its series are gone, and stay so
@@ -304,32 +352,71 @@ class Monitor:
             )
         return report
 
-    def _chunk_gate(self, batcher: Any) -> Callable[[], None]:
-        """A function for the probe thread that returns once `batcher` is idle: nothing queued
-        and nothing running. It reads two counters the event loop writes; a batch that starts
-        just after the read runs beside one probe chunk, at nice 19. After PATIENCE_S of
-        waiting it raises Busy (the probe is put off); once the monitor stops, it raises
-        CancelledError, so the probe ends at its next chunk."""
+    def _probe(self, mv: ModelVersion) -> tuple[dict[str, float], dict[str, float]]:
+        """On the probe thread: a one-thread CPU session of `mv`'s file (run on this nice-19
+        thread, sharing nothing with the callers' sessions), then the probe through it."""
+        from ganserve.server.runner import Runner
+
+        runner = Runner(mv.path, device="cpu", threads=1)
+        return probe(self.judge, runner.card, runner.run, self._chunk_gate(mv))
+
+    def _chunk_gate(self, mv: ModelVersion) -> Callable[[], None]:
+        """A function for the probe thread that returns once the whole server is quiet: every
+        batcher idle (nothing queued, nothing running) at the start and the end of QUIET_S,
+        and no batch run between (their `runs` counters unchanged), or idle with nothing run
+        since the previous chunk went (so a probe of an idle server does not wait QUIET_S per
+        chunk). It reads counters the event loop writes; a call that arrives just after runs
+        beside one chunk (CHUNK images) at nice 19. It raises Busy after PATIENCE_S without
+        quiet (the probe is put off), Gone once `mv` is unloaded, and CancelledError once the
+        monitor stops, so the probe ends at its next chunk."""
+
+        def check() -> None:
+            if self._stop.is_set():
+                raise asyncio.CancelledError("the quality monitor stopped")
+            if not mv.ready or mv.batcher is None:
+                raise Gone
+
+        def quiet_since(runs: int | None) -> int | None:
+            """The server's run count if it is idle (and has run nothing since `runs`)."""
+            try:
+                batchers = self.repo.batchers()
+            except RuntimeError:  # the repository changed under the read: look again
+                return None
+            now = sum(b.runs for b in batchers)
+            if not all(b.idle for b in batchers) or (runs is not None and now != runs):
+                return None
+            return now
+
+        last: list[int] = []  # the run count when the previous chunk went
 
         def wait() -> None:
             give_up = time.monotonic() + PATIENCE_S
-            while not self._stop.is_set() and batcher is not None and not batcher.idle:
+            while True:
+                check()
+                runs = quiet_since(None)
+                if runs is not None and last and runs == last[0]:
+                    return  # nothing ran since the previous chunk went: still quiet
+                if runs is not None:
+                    time.sleep(QUIET_S)
+                    check()
+                    if quiet_since(runs) is not None:
+                        last[:] = [runs]
+                        return
                 if time.monotonic() > give_up:
                     raise Busy
                 time.sleep(IDLE_POLL_S)
-            if self._stop.is_set():
-                raise asyncio.CancelledError("the quality monitor stopped")
 
         return wait
 
 
 def check_main(argv: list[str]) -> int:
     """`ganserve models check MODEL[:VERSION]`: probe a version's file in the repository
-    against its card. Status 0 within every margin, 1 out of one, 2 a usage or setup error."""
+    against its card, as the server's monitor does (a one-thread CPU session). Status 0 within
+    every margin, 1 out of one, 2 a usage or setup error (no such model or version, a file
+    that does not load or run, a model the probe cannot check)."""
     import argparse
 
-    from ganserve.export.metadata import ModelCardError
-    from ganserve.export.repository import RepositoryError, read_serving_config, versions
+    from ganserve.export.repository import check_name, read_serving_config, versions
     from ganserve.server.runner import Runner
 
     p = argparse.ArgumentParser(
@@ -340,43 +427,47 @@ def check_main(argv: list[str]) -> int:
     p.add_argument("model", metavar="MODEL[:VERSION]", help="the model; VERSION: the highest")
     p.add_argument("--model-repository", type=Path, default=Path("models"))
     p.add_argument("--judge", type=Path, default=Path("judges/judge.onnx"))
-    p.add_argument("--images", type=int, default=PROBE_IMAGES, help="images in the probe")
-    p.add_argument("--device", default="auto", help="where the generator runs: auto, cpu, cuda")
     args = p.parse_args(argv)
     name, _, version_text = args.model.partition(":")
-    if args.images < 200:
-        p.error("--images: at least 200 (a covariance of 96 features needs more rows)")
+
+    def fail(message: object) -> int:
+        print(f"ganserve models check: {message}", file=sys.stderr)
+        return 2
+
     try:
-        model_dir = args.model_repository / name
+        model_dir = args.model_repository / check_name(name)
         found = versions(model_dir) if model_dir.is_dir() else []
         if not found:
-            raise RepositoryError(f"{model_dir}: no model versions there")
+            return fail(f"{model_dir}: no model versions there")
+        if version_text and not version_text.isdigit():
+            return fail(f"version: {version_text!r}; a version number")
         version = int(version_text) if version_text else found[-1]
         if version not in found:
-            raise RepositoryError(f"model {name!r} has no version {version} (versions: {found})")
+            return fail(f"model {name!r} has no version {version} (versions: {found})")
         path = model_dir / str(version) / read_serving_config(model_dir).model_file
         judge = Judge(args.judge)
-        runner = Runner(path, device=args.device, threads=0)
-    except (RepositoryError, ModelCardError, FileNotFoundError, ValueError) as exc:
-        print(f"ganserve models check: {exc}", file=sys.stderr)
-        return 2
+        runner = Runner(path, device="cpu", threads=1)
+    except Exception as exc:  # a bad name, a missing or corrupt file: never "out of margin"
+        return fail(exc)
     if not probed(runner.card):
-        print(
-            f"ganserve models check: {name}:{version} is a {runner.card.kind} model without "
-            "judge figures on its card: the probe checks 32x32 digit generators",
-            file=sys.stderr,
+        return fail(
+            f"{name}:{version} is a {runner.card.kind} model without judge figures on its card; "
+            "the probe checks 32x32 digit generators"
         )
-        return 2
     started = time.perf_counter()
-    figures, card = probe(judge, runner.card, runner.run, args.images)
+    try:
+        figures, card = probe(judge, runner.card, runner.run)
+    except Exception as exc:  # the model fails to run
+        return fail(f"{name}:{version} failed to run: {exc}")
     problems = within(figures, card)
-    print(f"{name}:{version}  {args.images} probe images in {time.perf_counter() - started:.1f} s")
+    seconds = time.perf_counter() - started
+    print(f"{name}:{version}  {probe_images(runner.card)} probe images in {seconds:.1f} s")
     print(f"  {'metric':18} {'probe':>8} {'card':>8}  margin")
+    shown = {"max_ratio": "<= {}x card", "min_diff": ">= card - {}", "max_diff": "<= card + {}"}
     for metric, got in figures.items():
         rule, margin = MARGINS[metric]
-        shown = {"max_ratio": f"<= {margin}x card", "min_diff": f">= card - {margin}"}
         want = f"{card[metric]:8.3f}" if metric in card else f"{'-':>8}"
-        print(f"  {metric:18} {got:8.3f} {want}  {shown.get(rule, f'<= card + {margin}')}")
+        print(f"  {metric:18} {got:8.3f} {want}  {shown[rule].format(margin)}")
     for problem in problems:
         print(f"  OUT: {problem}")
     print("  within the card's figures" if not problems else "  NOT within the card's figures")

@@ -115,10 +115,10 @@ def scraped(
         env.setenv("OTEL_TRACES_EXPORTER", "otlp")
         env.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", receiver.endpoint)
         env.setenv("OTEL_EXPORTER_OTLP_TRACES_INSECURE", "true")
-        # and probes each generator's quality (the dashboard's quality panels), small probes
+        # and probes each generator's quality (the dashboard's quality panels)
         judge = ROOT / "judges" / "judge.onnx"
-        quality = {"quality_probe_seconds": 1.0, "quality_probe_images": 200}
-        server = RunningServer(replace(BASE, metrics_port=0, quality_judge=judge, **quality))
+        quality = {"quality_probe_seconds": 1.0, "quality_judge": judge}
+        server = RunningServer(replace(BASE, metrics_port=0, **quality))
     prometheus = Prometheus(
         tmp_path_factory.mktemp("prometheus"), f"127.0.0.1:{server.server.metrics_port}"
     )
@@ -195,7 +195,7 @@ def test_every_dashboard_expression_evaluates(
     assert all("code!=" in e for e in empty), empty
     rules = prometheus.get("/api/v1/rules")["data"]["groups"]
     loaded = [r for g in rules for r in g["rules"]]
-    assert len(loaded) == 10 and all(r["health"] == "ok" for r in loaded), loaded
+    assert len(loaded) == 11 and all(r["health"] == "ok" for r in loaded), loaded
 
 
 def test_latency_exemplars_link_to_the_traces_the_server_exported(

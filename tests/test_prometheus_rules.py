@@ -38,7 +38,7 @@ def test_the_rules_load(tool: str) -> None:
         [tool, "check", "rules", "ganserve-rules.yaml"], cwd=RULES, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 10 rules found" in done.stdout
+    assert "SUCCESS: 11 rules found" in done.stdout
 
 
 def test_the_alerts_fire_as_their_unit_tests_say(tool: str) -> None:

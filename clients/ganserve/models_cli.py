@@ -19,20 +19,38 @@ from ganserve.channels import read_token
 from ganserve.client import Client
 from ganserve.errors import GanserveError
 
+_VALUED = frozenset(("--server", "--timeout", "--tls-ca", "--token-file"))
+
+
+def _action(argv: Sequence[str]) -> int:
+    """The index in `argv` of its first positional argument (the action), skipping options
+    and the values of those that take one; -1 when there is none."""
+    skip = False
+    for i, token in enumerate(argv):
+        if skip:
+            skip = False
+        elif token in _VALUED:
+            skip = True
+        elif not token.startswith("-"):
+            return i
+    return -1
+
 
 def main(argv: Sequence[str]) -> int:
     """Run `ganserve models`: status 0 done, 1 the server refused, 2 a usage or setup error."""
-    if argv[:1] == ["check"]:  # runs the model here, so it needs the server's extra
+    at = _action(argv)
+    if at >= 0 and argv[at] == "check":  # runs the model here, so it needs the server's extra
         try:
             from ganserve.server.quality import check_main
         except ImportError as exc:
             print(f"ganserve models check: needs ganserve[serve] ({exc})", file=sys.stderr)
             return 2
-        return check_main(list(argv[1:]))
+        # the server options are left in: check_main refuses them (it runs no client)
+        return check_main([*argv[:at], *argv[at + 1 :]])
     p = argparse.ArgumentParser(
         prog="ganserve models", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    p.add_argument("action", choices=("list", "load", "unload", "check"))
+    p.add_argument("action", choices=("list", "load", "unload", "check"))  # check: above
     p.add_argument("name", nargs="?", help="the model (load and unload)")
     p.add_argument("--server", default="localhost:8500", help="host:port")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds (a load warms up)")
