@@ -6,7 +6,8 @@ the same server without it, under load, in one run.
 Both servers serve mnist-dcgan and mnist-cgan (a repository of links to the shipped ones).
 The load hits mnist-dcgan while the probe-on server probes both models back to back
 (`--every` seconds apart). Cells: closed loops of 1 x 1, 64 x 1 and 8 x 16 (every caller on
-one shared channel, as bench.serving), in which the probe should find no quiet and do nothing,
+one shared channel, as bench.serving, or each on a connection of its own with `--shape own`),
+in which the probe should find no quiet and do nothing,
 and a paced caller (one image every `--gap` seconds, for 3x `--seconds`), between whose calls
 the probe runs: the cell that shows what a call arriving during a probe chunk pays. Rounds
 are interleaved and the median round of each cell reported. While one server is measured the
@@ -38,7 +39,7 @@ from pathlib import Path
 
 import grpc
 
-from bench.serving import ROOT, SHARED, Cell, Server, ganserve, load, pb, pb_grpc
+from bench.serving import OWN, ROOT, SHARED, Cell, Server, ganserve, load, pb, pb_grpc
 
 MODELS = ("mnist-dcgan", "mnist-cgan")
 PACED = (1, 0)  # the paced caller's cell: 1 caller, one image per call, a gap between calls
@@ -111,7 +112,10 @@ def main() -> int:
     p.add_argument("--every", type=float, default=0.1, help="--quality-probe-seconds")
     p.add_argument("--gap", type=float, default=0.25, help="seconds between the paced calls")
     p.add_argument("--beside", action="store_true", help="probing from another process")
+    p.add_argument("--shape", choices=("shared", "own"), default="shared",
+                   help="the callers on one shared channel, or a connection each")  # fmt: skip
     args = p.parse_args()
+    shape = SHARED if args.shape == "shared" else OWN
     if args.beside:
         return beside(args)
     with tempfile.TemporaryDirectory() as folder:
@@ -139,7 +143,7 @@ def main() -> int:
                             if (clients, count) == PACED:
                                 work = paced(server, MODELS[0], args.gap, 3 * args.seconds)
                             else:
-                                work = load(server, MODELS[0], clients, count, args.seconds, SHARED)
+                                work = load(server, MODELS[0], clients, count, args.seconds, shape)
                             cell = asyncio.run(work)
                         after = probes(server)
                         done = {m: after[m] - before.get(m, 0.0) for m in after}
@@ -148,7 +152,7 @@ def main() -> int:
         finally:
             for server in servers.values():
                 server.close()
-    print(f"\n### quality probe every {args.every} s: {MODELS[0]} under load, shared channel")
+    print(f"\n### quality probe every {args.every} s: {MODELS[0]} under load, {shape}")
     print(f"median of {args.rounds} interleaved rounds of {args.seconds:g} s per cell\n")
     print("| load | off: images/s | p50 ms | p99 ms | on: images/s | p50 ms | p99 ms | on / off "
           f"| probes: {MODELS[0]} | {MODELS[1]} |")  # fmt: skip
@@ -176,6 +180,7 @@ def beside(args: argparse.Namespace) -> int:
     """A server with no probe under load, alone and beside a probe loop in another process."""
     modes = {"alone": None, "probing at nice 19": "nice", "probing at SCHED_IDLE": "idle"}
     cells = CELLS[1:3]
+    shape = SHARED if args.shape == "shared" else OWN
     runs: dict[tuple[str, tuple[int, int]], list[Cell]] = {}
     with tempfile.TemporaryDirectory() as folder:
         (Path(folder) / MODELS[0]).symlink_to(ROOT / "models" / MODELS[0])
@@ -193,7 +198,7 @@ def beside(args: argparse.Namespace) -> int:
                     try:
                         for clients, count in cells:
                             cell = asyncio.run(
-                                load(server, MODELS[0], clients, count, args.seconds, SHARED)
+                                load(server, MODELS[0], clients, count, args.seconds, shape)
                             )
                             runs.setdefault((mode, (clients, count)), []).append(cell)
                             print(f"  {r + 1} {clients} x {count} {mode}: {cell}", file=sys.stderr)
@@ -203,7 +208,7 @@ def beside(args: argparse.Namespace) -> int:
                             loop.wait()
         finally:
             server.close()
-    print(f"\n### probing beside a loaded server, from another process: {MODELS[0]} under load")
+    print(f"\n### probing beside a loaded server, from another process: {MODELS[0]}, {shape}")
     print(f"median of {args.rounds} interleaved rounds of {args.seconds:g} s per cell\n")
     print("| load | " + " | ".join(f"{m}: images/s | p50 ms" for m in modes) + " | ratios |")
     print("|---|" + "---:|---:|" * len(modes) + "---:|")

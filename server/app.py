@@ -205,9 +205,8 @@ class GanServer:
         seen = 0
         while True:
             await asyncio.sleep(every)
-            batchers = self.repo.batchers()
-            runs = sum(b.runs for b in batchers)
-            if runs != seen and all(b.idle for b in batchers):
+            runs, idle = self.repo.activity()
+            if runs != seen and idle:
                 seen = runs
                 await asyncio.to_thread(trim_heap)
 

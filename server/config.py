@@ -71,8 +71,10 @@ class ServerConfig:
         if self.load_models != "*" and self.model_control != "explicit":
             raise ServerConfigError("--load-models: only with --model-control explicit")
         if self.quality_probe_seconds:
+            from ganserve.server.quality import reference_path  # numpy: only when probing
+
             judge = Path(self.quality_judge)
-            for needed in (judge, judge.with_suffix(".reference.npz")):
+            for needed in (judge, reference_path(judge)):
                 if not needed.is_file():
                     raise ServerConfigError(
                         f"--quality-judge: {needed} is missing (--quality-probe-seconds needs "

@@ -411,6 +411,12 @@ class ModelRepository:
     def batchers(self) -> list[Batcher]:
         return [mv.batcher for vs in self.models.values() for mv in vs.values() if mv.batcher]
 
+    def activity(self) -> tuple[int, bool]:
+        """(batches run so far by every loaded version, whether all are idle now: nothing
+        queued, nothing running). The idle heap trim and the quality probe's gate read it."""
+        batchers = self.batchers()
+        return sum(b.runs for b in batchers), all(b.idle for b in batchers)
+
     async def close(self) -> None:
         for task in list(self._retiring):
             task.cancel()

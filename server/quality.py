@@ -235,12 +235,9 @@ class Judge:
         labels: np.ndarray | None,
         before_batch: Callable[[], None] | None = None,
     ) -> dict[str, float]:
-        """The figures of uint8 NHWC digits, as the cards hold them (labels: those asked for);
-        with `before_batch`, the judge runs CHUNK images at a time, calling it before each."""
-        if before_batch is None:
-            features, predicted = judge_features(self.session, images)
-        else:
-            features, predicted = judge_features(self.session, images, CHUNK, before_batch)
+        """The figures of uint8 NHWC digits, as the cards hold them (labels: those asked for),
+        judged CHUNK images at a time, `before_batch()` before each."""
+        features, predicted = judge_features(self.session, images, CHUNK, before_batch)
         fd = frechet_from_stats(*stats(features), self.mean, self.cov)
         share = np.bincount(predicted, minlength=DIGITS) / len(images)
         figures = {
@@ -379,13 +376,10 @@ class Monitor:
         def quiet_since(runs: int | None) -> int | None:
             """The server's run count if it is idle (and has run nothing since `runs`)."""
             try:
-                batchers = self.repo.batchers()
+                now, idle = self.repo.activity()
             except RuntimeError:  # the repository changed under the read: look again
                 return None
-            now = sum(b.runs for b in batchers)
-            if not all(b.idle for b in batchers) or (runs is not None and now != runs):
-                return None
-            return now
+            return now if idle and (runs is None or now == runs) else None
 
         last: list[int] = []  # the run count when the previous chunk went
 

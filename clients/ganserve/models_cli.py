@@ -14,12 +14,19 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ganserve.channels import read_token
 from ganserve.client import Client
 from ganserve.errors import GanserveError
 
-_VALUED = frozenset(("--server", "--timeout", "--tls-ca", "--token-file"))
+# the client's options (list, load, unload), each taking a value
+_CLIENT_OPTIONS: dict[str, dict[str, Any]] = {
+    "--server": {"default": "localhost:8500", "help": "host:port"},
+    "--timeout": {"type": float, "default": 300.0, "help": "seconds (a load warms up)"},
+    "--tls-ca": {"type": Path, "help": "PEM CA of the server's TLS certificate"},
+    "--token-file": {"type": Path, "help": "a file holding the bearer token"},
+}
 
 
 def _action(argv: Sequence[str]) -> int:
@@ -29,7 +36,7 @@ def _action(argv: Sequence[str]) -> int:
     for i, token in enumerate(argv):
         if skip:
             skip = False
-        elif token in _VALUED:
+        elif token in _CLIENT_OPTIONS:
             skip = True
         elif not token.startswith("-"):
             return i
@@ -52,10 +59,8 @@ def main(argv: Sequence[str]) -> int:
     )
     p.add_argument("action", choices=("list", "load", "unload", "check"))  # check: above
     p.add_argument("name", nargs="?", help="the model (load and unload)")
-    p.add_argument("--server", default="localhost:8500", help="host:port")
-    p.add_argument("--timeout", type=float, default=300.0, help="seconds (a load warms up)")
-    p.add_argument("--tls-ca", type=Path, help="PEM CA of the server's TLS certificate")
-    p.add_argument("--token-file", type=Path, help="a file holding the bearer token")
+    for flag, options in _CLIENT_OPTIONS.items():
+        p.add_argument(flag, **options)
     args = p.parse_args(argv)
     if args.action != "list" and not args.name:
         p.error(f"{args.action}: name the model")

@@ -22,7 +22,7 @@ from ganserve.client import Client
 from ganserve.server import quality
 from ganserve.server.config import ServerConfig, ServerConfigError
 from ganserve.server.metrics import Metrics, State
-from ganserve.server.models import ModelVersion
+from ganserve.server.models import ModelRepository, ModelVersion
 from ganserve.server.runner import Runner
 from tests.servers import BASE, CGAN, DCGAN, MODELS, VAE, RunningServer, until
 from tests.test_prometheus_rules import RULES, promtool
@@ -96,9 +96,10 @@ def test_the_chunk_gate_waits_for_a_quiet_server_puts_off_when_busy_and_drops_wh
 ) -> None:
     monkeypatch.setattr(quality, "PATIENCE_S", 0.3)
     monkeypatch.setattr(quality, "QUIET_S", 0.05)
-    # the gate reads only these of a Batcher: `idle` and `runs`, of every model's
+    # the gate reads the repository's activity, which reads only these of each Batcher
     own, other = SimpleNamespace(idle=True, runs=0), SimpleNamespace(idle=True, runs=0)
     repo = SimpleNamespace(batchers=lambda: [own, other])
+    repo.activity = lambda: ModelRepository.activity(repo)  # type: ignore[arg-type]
     monitor = quality.Monitor(repo, Metrics(), judge, 1.0)  # type: ignore[arg-type]
     mv = ModelVersion(DCGAN, 1, MODELS / DCGAN / "1" / "model.onnx", State.READY)
     mv.batcher = own  # type: ignore[assignment]
